@@ -1,0 +1,40 @@
+"""dbosx: durable workflows for Python (the DBOS Transact programming model) on SQLite and PostgreSQL."""
+
+from . import error
+from ._config import DBOSConfig
+from ._context import (
+    DBOSContext,
+    DBOSContextEnsure,
+    DBOSContextSetAuth,
+    DuplicationPolicy,
+    SetEnqueueOptions,
+    SetWorkflowID,
+    SetWorkflowTimeout,
+)
+from ._dbos import DBOS, __version__
+from ._dbos_class import DBOSConfiguredInstance
+from ._handles import WorkflowHandle, WorkflowHandleAsync
+from ._serialization import PortableWorkflowError, Serializer
+from ._types import StepStatus, WorkflowStatus, WorkflowStatusString
+
+__all__ = [
+    "DBOS",
+    "DBOSConfig",
+    "DBOSConfiguredInstance",
+    "DBOSContext",
+    "DBOSContextEnsure",
+    "DBOSContextSetAuth",
+    "DuplicationPolicy",
+    "PortableWorkflowError",
+    "Serializer",
+    "SetEnqueueOptions",
+    "SetWorkflowID",
+    "SetWorkflowTimeout",
+    "StepStatus",
+    "WorkflowHandle",
+    "WorkflowHandleAsync",
+    "WorkflowStatus",
+    "WorkflowStatusString",
+    "__version__",
+    "error",
+]

@@ -1,0 +1,510 @@
+"""The `SystemStore` protocol, its records, the change feed and the storage error taxonomy.
+
+The engine, the client, the CLI and the dashboard import only this module and `open_system_store`.
+Backends (`sqlite.py`, `postgres.py`) implement every method with identical observable behaviour;
+`tests/store/` runs one conformance suite against both.
+
+Conventions:
+- times are epoch milliseconds (`int`), computed by the database clock where a rule says "now";
+- payloads are opaque text plus the name of the serializer that wrote them (the store never
+  serializes anything);
+- expected outcomes (`Write.CONFLICT`, `existing`, `missing`...) are results, never exceptions;
+  exceptions are reserved for `StoreError` subclasses.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+INTERNAL_QUEUE = "_dbos_internal_queue"
+
+WorkflowStatusName = Literal[
+    "PENDING", "ENQUEUED", "DELAYED", "SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"
+]
+TERMINAL_STATUSES = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
+
+_log = logging.getLogger("dbos")
+
+
+def digest(*parts: str | None) -> str:
+    """Lowercase hex of the first 16 bytes of SHA-256 over the parts (07 §3.1 rule 5)."""
+    h = hashlib.sha256()
+    for i, p in enumerate(parts):
+        if i:
+            h.update(b"\x00")
+        h.update(b"\xff" if p is None else p.encode("utf-8"))
+    return h.hexdigest()[:32]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    text: str  # serialized value exactly as stored
+    serializer: str  # name of the serializer that wrote it
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """One execution's claim: every write made for it is conditional on this token being current."""
+
+    workflow_id: str
+    claim_token: str
+
+
+class Write(enum.Enum):
+    APPLIED = "applied"  # durable (possibly by an earlier ambiguous attempt with the same write token)
+    CONFLICT = "conflict"  # another writer recorded this key first
+    FENCED = "fenced"  # the claim token is no longer current, or the workflow no longer exists
+
+
+@dataclass(frozen=True, slots=True)
+class NewWorkflow:
+    workflow_id: str
+    name: str
+    class_name: str | None
+    config_name: str | None
+    inputs: Payload
+    receiver: str | None  # serialized with the inputs' serializer
+    status: Literal["PENDING", "ENQUEUED", "DELAYED"]
+    owner: tuple[str, int, str] | None  # (executor_id, incarnation, claim_token); required iff PENDING
+    creator_token: str  # random per logical start
+    queue_name: str | None = None
+    priority: int = 0
+    partition_key: str | None = None
+    deduplication_id: str | None = None
+    delay_until_ms: int | None = None
+    timeout_ms: int | None = None
+    deadline_ms: int | None = None  # absolute, inherited
+    deadline_from_now: bool = False  # direct start with a timeout: deadline = db now + timeout_ms
+    application_name: str | None = None
+    application_version: str | None = None
+    app_id: str | None = None
+    authenticated_user: str | None = None
+    authenticated_roles: list[str] | None = None
+    assumed_role: str | None = None
+    parent_workflow_id: str | None = None
+    forked_from: str | None = None
+    schedule_name: str | None = None
+    max_recovery_attempts: int | None = None
+    attributes: str | None = None
+    recovery_attempts: int = 0  # 1 for a direct start, else 0
+
+
+@dataclass(frozen=True, slots=True)
+class NewStep:
+    step_id: int
+    name: str
+    output: Payload | None
+    error: Payload | None  # never both; both None for marker steps
+    write_token: str  # random per logical write
+    child_workflow_id: str | None = None
+    started_at_ms: int | None = None  # None = database now
+    completed_at_ms: int | None = None  # None = database now
+
+
+@dataclass(frozen=True, slots=True)
+class ParentLink:
+    """The parent's checkpoint written in the same transaction as a child's insert."""
+
+    fence: Fence
+    step_id: int
+    step_name: str
+    write_token: str
+
+
+InsertKind = Literal["created", "existing", "id_conflict", "fenced", "parent_conflict"]
+
+
+@dataclass(frozen=True, slots=True)
+class InsertResult:
+    kind: InsertKind
+    workflow_id: str
+    name: str | None = None  # identity of the row the result refers to
+    class_name: str | None = None
+    config_name: str | None = None
+    status: str | None = None
+    queue_name: str | None = None
+    created_at: int | None = None
+    deadline_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRow:
+    """Every column of the `workflows` table; payload fields are None when not requested."""
+
+    workflow_id: str
+    seq: int
+    status: str
+    name: str
+    class_name: str | None
+    config_name: str | None
+    inputs: Payload | None
+    receiver: str | None
+    output: Payload | None
+    error: Payload | None
+    cancel_reason: str | None
+    application_name: str | None
+    application_version: str | None
+    app_id: str | None
+    authenticated_user: str | None
+    authenticated_roles: list[str] | None
+    assumed_role: str | None
+    queue_name: str | None
+    deduplication_id: str | None
+    priority: int
+    partition_key: str | None
+    delay_until_ms: int | None
+    timeout_ms: int | None
+    deadline_ms: int | None
+    executor_id: str | None
+    incarnation: int | None
+    claim_token: str | None
+    recovery_attempts: int
+    max_recovery_attempts: int | None
+    parent_workflow_id: str | None
+    forked_from: str | None
+    was_forked_from: bool
+    schedule_name: str | None
+    created_at: int
+    updated_at: int
+    dequeued_at: int | None
+    completed_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowState:
+    """The projection that waits use."""
+
+    exists: bool
+    status: str | None = None
+    cancel_reason: str | None = None
+    completed_at: int | None = None
+    timeout_ms: int | None = None
+    deadline_ms: int | None = None
+    parent_workflow_id: str | None = None
+    application_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    workflow_id: str
+    step_id: int
+    name: str
+    output: Payload | None
+    error: Payload | None
+    child_workflow_id: str | None
+    started_at: int | None
+    completed_at: int | None
+    write_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: Literal["SUCCESS", "ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"]
+    output: Payload | None = None
+    error: Payload | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeResult:
+    applied: bool
+    status: str | None  # the row's status after the call (None: the row does not exist)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    queue_name: str
+    executor_id: str
+    incarnation: int
+    application_name: str | None
+    application_version: str | None
+    registered: frozenset[str]  # workflow names this process can run
+    max_rows: int  # <= 1000
+    batch_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedWorkflow:
+    fence: Fence
+    row: WorkflowRow  # with inputs
+    may_have_steps: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    claimed: list[ClaimedWorkflow]
+    cancelled: list[str]  # IDs whose deadline had passed (cancelled instead of claimed)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorRegistration:
+    executor_id: str
+    application_name: str | None
+    application_version: str | None
+    hostname: str
+    host_identity: str
+    pid: int
+    process_start: str | None
+    heartbeat_interval_ms: int
+    lease_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    incarnation: int
+    superseded: list[int]  # older ALIVE incarnations of this ID now marked DEAD
+    previous_lease_valid: bool  # one of them still had a valid lease (log a WARNING)
+    db_now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    alive: bool  # False: this incarnation is no longer ALIVE (taken over)
+    newer_incarnation_alive: bool
+    db_now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorRow:
+    executor_id: str
+    incarnation: int
+    state: Literal["ALIVE", "STOPPED", "DEAD"]
+    application_name: str | None
+    application_version: str | None
+    hostname: str
+    host_identity: str
+    pid: int
+    process_start: str | None
+    started_at: int
+    last_heartbeat_at: int
+    lease_expires_at: int
+    heartbeat_interval_ms: int
+    lease_ms: int
+    stopped_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadCandidate:
+    """An incarnation that may be dead; `certain` if STOPPED/DEAD or lease-expired by the db clock."""
+
+    executor: ExecutorRow
+    certain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationReport:
+    before: int
+    after: int
+    applied: list[int]
+
+
+@dataclass
+class StoreStats:
+    commits: int = 0
+    reads: int = 0
+    round_trips: int = 0
+    by_op: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    role: Literal["executor", "client", "tool"] = "executor"
+    schema: str = "dbos"
+    pool_size: int = 20
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+    use_listen_notify: bool = True
+    poll_ceiling_s: float = 0.1
+    max_payload_bytes: int = 67_108_864
+    application_name: str | None = None
+    create_database: bool = True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Change feed
+# ---------------------------------------------------------------------------------------------------------------
+
+ChangeKind = Literal["wf", "msg", "evt", "stream", "queue", "ctl", "all"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    kind: ChangeKind
+    key: tuple[str | None, ...] = ()
+
+
+class ChangeFeed:
+    """Fan-out of changes to subscribers. Backends call `publish` after commit (in-process) and from
+    their cross-process listener thread. Callbacks must not block; one that raises is logged once."""
+
+    def __init__(self) -> None:
+        self._subs: dict[int, Callable[[Change], None]] = {}
+        self._next = 0
+        self._lock = threading.Lock()
+        self._failed: set[int] = set()
+
+    def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
+        with self._lock:
+            token = self._next
+            self._next += 1
+            self._subs[token] = callback
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subs.pop(token, None)
+
+        return unsubscribe
+
+    def publish(self, change: Change) -> None:
+        for token, cb in list(self._subs.items()):
+            try:
+                cb(change)
+            except Exception:
+                if token not in self._failed:
+                    self._failed.add(token)
+                    _log.exception("change-feed subscriber raised; it stays subscribed")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Storage errors (07 §12.1). Backends classify every driver exception into exactly one of these.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class StoreError(Exception):
+    """Base of the internal taxonomy; the driver exception is kept as `__cause__`."""
+
+    def __init__(self, message: str, *, op: str | None = None, ambiguous: bool = False) -> None:
+        super().__init__(message)
+        self.op = op
+        self.ambiguous = ambiguous
+
+
+class ConnectionLost(StoreError):
+    pass
+
+
+class Contention(StoreError):
+    pass
+
+
+class StatementTimeout(StoreError):
+    pass
+
+
+class UniqueViolation(StoreError):
+    pass
+
+
+class MissingReference(StoreError):
+    pass
+
+
+class StorageFull(StoreError):
+    pass
+
+
+class ReadOnly(StoreError):
+    pass
+
+
+class SchemaMismatch(StoreError):
+    pass
+
+
+class Corrupt(StoreError):
+    pass
+
+
+class InvalidText(StoreError):
+    pass
+
+
+class UnknownStorageError(StoreError):
+    pass
+
+
+class SchemaTooNew(StoreError):
+    """The database schema is newer than this library and not compatible with it."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The protocol
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class SystemStore(Protocol):
+    backend: Literal["sqlite", "postgres"]
+    changes: ChangeFeed
+    url: str
+
+    # lifecycle -----------------------------------------------------------------------------------------------
+    def migrate(self) -> MigrationReport: ...
+    def check_schema(self) -> Literal["current", "missing", "behind", "ahead_compatible", "ahead_incompatible"]: ...
+    def now_ms(self) -> int: ...
+    def stats(self) -> StoreStats: ...
+    def close(self, timeout_s: float = 5.0) -> None: ...
+
+    # workflows -----------------------------------------------------------------------------------------------
+    def insert_workflow(self, new: NewWorkflow, *, parent: ParentLink | None = None) -> InsertResult:
+        """Create the row or report the existing one, atomically. With `parent`, the parent's checkpoint
+        (pointing at the child, `child_workflow_id`) is written in the same transaction, fenced on the parent.
+        `existing` with a parent still writes the checkpoint. `fenced`/`parent_conflict` write nothing."""
+        ...
+
+    def get_workflow(
+        self, workflow_id: str, *, load_input: bool = True, load_output: bool = True
+    ) -> WorkflowRow | None: ...
+    def get_states(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowState]: ...
+    def record_outcome(self, fence: Fence, outcome: Outcome) -> OutcomeResult:
+        """Applies only while the row is PENDING and carries `fence.claim_token`. Emits `wf`."""
+        ...
+
+    # steps ---------------------------------------------------------------------------------------------------
+    def load_checkpoints(self, workflow_ids: Sequence[str]) -> dict[str, dict[int, StepRow]]: ...
+    def record_step(self, fence: Fence, step: NewStep) -> Write: ...
+    def record_step_in(self, dbapi_conn: Any, fence: Fence, step: NewStep) -> Write:
+        """Same as record_step, but inside the caller's open transaction on a DB-API connection to this
+        database (a `@DBOS.transaction` sharing the system database). Does not commit."""
+        ...
+
+    def list_steps(self, workflow_id: str) -> list[StepRow]: ...
+
+    # claims --------------------------------------------------------------------------------------------------
+    def claim(self, req: ClaimRequest) -> ClaimResult:
+        """Claim ENQUEUED rows of `req.queue_name` whose name is registered, oldest first. Each claimed row
+        gets status PENDING, the owner, a fresh claim token, dequeued_at, recovery_attempts + 1, and
+        deadline = COALESCE(deadline, now + timeout). Rows whose deadline passed become CANCELLED."""
+        ...
+
+    def release(self, fences: Sequence[Fence], *, refund_attempt: bool) -> list[str]:
+        """Put PENDING rows still carrying the token back to ENQUEUED (own queue, else internal queue)."""
+        ...
+
+    # executors -----------------------------------------------------------------------------------------------
+    def register_executor(self, reg: ExecutorRegistration) -> Registration: ...
+    def heartbeat(self, executor_id: str, incarnation: int) -> Heartbeat: ...
+    def find_dead(self, application_name: str | None) -> list[DeadCandidate]:
+        """Incarnations of this application (or of none) that own PENDING rows and are STOPPED, DEAD or
+        lease-expired (`certain=True`), plus ALIVE ones (`certain=False`) for the caller's pid probe."""
+        ...
+
+    def take_over(self, executor_id: str, incarnation: int, *, require_expired: bool) -> list[str]:
+        """In one transaction: mark the incarnation DEAD (if `require_expired`, only if still STOPPED/DEAD or
+        lease-expired) and re-enqueue its PENDING rows. Returns the re-enqueued IDs (empty if lost)."""
+        ...
+
+    def requeue_orphans(self, application_name: str | None) -> list[str]:
+        """Re-enqueue PENDING rows that name no known executor incarnation."""
+        ...
+
+    def mark_stopped(self, executor_id: str, incarnation: int) -> None: ...
+    def list_executors(self, *, include_inactive: bool) -> list[ExecutorRow]: ...

@@ -1,0 +1,243 @@
+"""The SQLite backend of the system store (07 §5).
+
+`SQLiteStore` validates text at the boundary, then delegates each op to one transaction of `SQLiteDB`:
+`sqlite_workflows` (workflows, steps, claims), `sqlite_executors` (liveness), `sqlite_migrate` (schema),
+`sqlite_feed` (cross-process change detection).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from . import base
+from . import sqlite_executors as ex
+from . import sqlite_workflows as wf
+from .sqlite_conn import SQLiteDB, check_environment, now_ms, path_from_url
+from .sqlite_errors import classify_sqlite_error
+from .sqlite_feed import ChangeDetector
+from .sqlite_migrate import reset_sqlite, run_migrations, schema_state
+from .textcheck import (
+    MAX_SERIALIZER_BYTES,
+    check_id,
+    check_name,
+    check_optional_text,
+    check_storable_text,
+)
+
+__all__ = ["SQLiteStore", "classify_sqlite_error", "reset_sqlite"]
+
+
+def _check_opt_name(value: str | None, what: str) -> None:
+    check_optional_text(value, 1024, what)
+
+
+def _check_serializer(p: base.Payload | None) -> None:
+    if p is not None:
+        check_storable_text(p.serializer, MAX_SERIALIZER_BYTES, "serializer name")
+
+
+def _check_fence(fence: base.Fence) -> None:
+    check_id(fence.workflow_id)
+    check_name(fence.claim_token, "claim token")
+
+
+def _check_new_workflow(new: base.NewWorkflow) -> None:
+    check_id(new.workflow_id)
+    check_name(new.name, "workflow name")
+    check_name(new.creator_token, "creator token")
+    _check_serializer(new.inputs)
+    for value, what in (
+        (new.class_name, "class name"),
+        (new.config_name, "config name"),
+        (new.queue_name, "queue name"),
+        (new.partition_key, "partition key"),
+        (new.deduplication_id, "deduplication ID"),
+        (new.application_name, "application name"),
+        (new.application_version, "application version"),
+        (new.app_id, "app ID"),
+        (new.authenticated_user, "authenticated user"),
+        (new.assumed_role, "assumed role"),
+        (new.schedule_name, "schedule name"),
+    ):
+        _check_opt_name(value, what)
+    for role in new.authenticated_roles or ():
+        check_name(role, "role")
+    for wid in (new.parent_workflow_id, new.forked_from):
+        if wid is not None:
+            check_id(wid)
+    if new.owner is not None:
+        check_name(new.owner[0], "executor ID")
+        check_name(new.owner[2], "claim token")
+
+
+def _check_step(step: base.NewStep) -> None:
+    check_name(step.name, "step name")
+    check_name(step.write_token, "write token")
+    _check_serializer(step.output)
+    _check_serializer(step.error)
+    if step.child_workflow_id is not None:
+        check_id(step.child_workflow_id)
+
+
+def _check_registration(reg: base.ExecutorRegistration) -> None:
+    check_name(reg.executor_id, "executor ID")
+    check_name(reg.hostname, "hostname")
+    check_name(reg.host_identity, "host identity")
+    _check_opt_name(reg.application_name, "application name")
+    _check_opt_name(reg.application_version, "application version")
+    _check_opt_name(reg.process_start, "process start")
+
+
+class SQLiteStore:
+    """`SystemStore` on one SQLite file."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+
+    def __init__(self, url: str, settings: base.StoreSettings) -> None:
+        self.url = url
+        self.settings = settings
+        self.changes = base.ChangeFeed()
+        self.origin = secrets.token_hex(8)
+        path = path_from_url(url)
+        check_environment(path, settings)
+        self._db = SQLiteDB(path, settings, self.changes, self.origin)
+        self._detector: ChangeDetector | None = None
+        if settings.role == "executor":
+            self._detector = ChangeDetector(
+                lambda: self._db.connect(reader=True),
+                self.changes,
+                self.origin,
+                settings.poll_ceiling_s,
+                lambda: self._db.count("feed"),
+            )
+            self._detector.start()
+
+    # lifecycle -----------------------------------------------------------------------------------------------
+
+    def migrate(self) -> base.MigrationReport:
+        return run_migrations(self._db)
+
+    def check_schema(
+        self,
+    ) -> Literal["current", "missing", "behind", "ahead_compatible", "ahead_incompatible"]:
+        return schema_state(self._db)
+
+    def now_ms(self) -> int:
+        return now_ms()
+
+    def stats(self) -> base.StoreStats:
+        return self._db.stats()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        if self._detector is not None:
+            self._detector.stop(timeout_s)
+        self._db.close()
+
+    # workflows -----------------------------------------------------------------------------------------------
+
+    def insert_workflow(
+        self, new: base.NewWorkflow, *, parent: base.ParentLink | None = None
+    ) -> base.InsertResult:
+        _check_new_workflow(new)
+        if parent is not None:
+            _check_fence(parent.fence)
+            check_name(parent.step_name, "step name")
+            check_name(parent.write_token, "write token")
+        return self._db.write("insert_workflow", lambda tx: wf.insert_workflow(tx, new, parent))
+
+    def get_workflow(
+        self, workflow_id: str, *, load_input: bool = True, load_output: bool = True
+    ) -> base.WorkflowRow | None:
+        check_id(workflow_id)
+        return self._db.read(
+            "get_workflow", lambda c: wf.get_workflow(c, workflow_id, load_input, load_output)
+        )
+
+    def get_states(self, workflow_ids: Sequence[str]) -> dict[str, base.WorkflowState]:
+        ids = [check_id(w) for w in workflow_ids]
+        return self._db.read("get_states", lambda c: wf.get_states(c, ids))
+
+    def record_outcome(self, fence: base.Fence, outcome: base.Outcome) -> base.OutcomeResult:
+        _check_fence(fence)
+        _check_serializer(outcome.output)
+        _check_serializer(outcome.error)
+        return self._db.write("record_outcome", lambda tx: wf.record_outcome(tx, fence, outcome))
+
+    # steps ---------------------------------------------------------------------------------------------------
+
+    def load_checkpoints(self, workflow_ids: Sequence[str]) -> dict[str, dict[int, base.StepRow]]:
+        ids = [check_id(w) for w in workflow_ids]
+        return self._db.read("load_checkpoints", lambda c: wf.load_checkpoints(c, ids))
+
+    def record_step(self, fence: base.Fence, step: base.NewStep) -> base.Write:
+        _check_fence(fence)
+        _check_step(step)
+        return self._db.write("record_step", lambda tx: wf.record_step_on(tx.execute, fence, step, tx.now))
+
+    def record_step_in(self, dbapi_conn: Any, fence: base.Fence, step: base.NewStep) -> base.Write:
+        _check_fence(fence)
+        _check_step(step)
+        cursor = dbapi_conn.cursor()
+        try:
+            return wf.record_step_on(cursor.execute, fence, step, now_ms())
+        except (sqlite3.Error, UnicodeEncodeError) as exc:
+            raise classify_sqlite_error(exc, "record_step_in") from exc
+        finally:
+            cursor.close()
+
+    def list_steps(self, workflow_id: str) -> list[base.StepRow]:
+        check_id(workflow_id)
+        return self._db.read("list_steps", lambda c: wf.list_steps(c, workflow_id))
+
+    # claims --------------------------------------------------------------------------------------------------
+
+    def claim(self, req: base.ClaimRequest) -> base.ClaimResult:
+        check_name(req.queue_name, "queue name")
+        check_name(req.executor_id, "executor ID")
+        check_name(req.batch_token, "batch token")
+        _check_opt_name(req.application_name, "application name")
+        _check_opt_name(req.application_version, "application version")
+        for name in req.registered:
+            check_name(name, "workflow name")
+        return self._db.write("claim", lambda tx: wf.claim(tx, req))
+
+    def release(self, fences: Sequence[base.Fence], *, refund_attempt: bool) -> list[str]:
+        for fence in fences:
+            _check_fence(fence)
+        if not fences:
+            return []
+        return self._db.write("release", lambda tx: wf.release(tx, fences, refund_attempt))
+
+    # executors -----------------------------------------------------------------------------------------------
+
+    def register_executor(self, reg: base.ExecutorRegistration) -> base.Registration:
+        _check_registration(reg)
+        return self._db.write("register_executor", lambda tx: ex.register(tx, reg))
+
+    def heartbeat(self, executor_id: str, incarnation: int) -> base.Heartbeat:
+        check_name(executor_id, "executor ID")
+        return self._db.write("heartbeat", lambda tx: ex.heartbeat(tx, executor_id, incarnation))
+
+    def find_dead(self, application_name: str | None) -> list[base.DeadCandidate]:
+        _check_opt_name(application_name, "application name")
+        return self._db.read("find_dead", lambda c: ex.find_dead(c, application_name, now_ms()))
+
+    def take_over(self, executor_id: str, incarnation: int, *, require_expired: bool) -> list[str]:
+        check_name(executor_id, "executor ID")
+        return self._db.write(
+            "take_over", lambda tx: ex.take_over(tx, executor_id, incarnation, require_expired)
+        )
+
+    def requeue_orphans(self, application_name: str | None) -> list[str]:
+        _check_opt_name(application_name, "application name")
+        return self._db.write("requeue_orphans", lambda tx: ex.requeue_orphans(tx, application_name))
+
+    def mark_stopped(self, executor_id: str, incarnation: int) -> None:
+        check_name(executor_id, "executor ID")
+        self._db.write("mark_stopped", lambda tx: ex.mark_stopped(tx, executor_id, incarnation))
+
+    def list_executors(self, *, include_inactive: bool) -> list[base.ExecutorRow]:
+        return self._db.read("list_executors", lambda c: ex.list_executors(c, include_inactive))
