@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -73,3 +74,42 @@ def db_url(backend: str, tmp_path: os.PathLike[str]) -> Iterator[str]:
         yield pg_url_for(name)
     finally:
         drop_pg_database(name)
+
+
+# --- a launched DBOS on a fresh database of each backend ---------------------------------------------
+
+
+@pytest.fixture
+def dbos_config(db_url: str) -> dict[str, Any]:
+    return {
+        "name": "test-app",
+        "system_database_url": db_url,
+        "executor_heartbeat_interval_sec": 0.5,
+        "executor_lease_sec": 3.0,
+    }
+
+
+@pytest.fixture
+def dbos(dbos_config: dict[str, Any]) -> Iterator[Any]:
+    from dbos import DBOS
+
+    DBOS.destroy()
+    DBOS(config=dbos_config)  # type: ignore[arg-type]
+    DBOS.launch()
+    try:
+        yield DBOS
+    finally:
+        DBOS.destroy()  # the registry is process-global and kept: module-level classes stay registered
+
+
+@pytest.fixture
+def relaunch(dbos_config: dict[str, Any]) -> Callable[[], None]:
+    """Destroy and launch again on the same database, keeping the registry (simulates a restart)."""
+    from dbos import DBOS
+
+    def go() -> None:
+        DBOS.destroy()
+        DBOS(config=dbos_config)  # type: ignore[arg-type]
+        DBOS.launch()
+
+    return go

@@ -76,7 +76,9 @@ class AppDatabase:
         self.engine = sa.create_engine(to_sqlalchemy_url(url), **kwargs)
         if self.backend == "sqlite":
             self._configure_sqlite()
-        self.outputs_table = f'"{schema}".transaction_outputs' if self.backend == "postgres" else "dbos_transaction_outputs"
+        self.outputs_table = (
+            f'"{schema}".transaction_outputs' if self.backend == "postgres" else "dbos_transaction_outputs"
+        )
 
     def _configure_sqlite(self) -> None:
         @event.listens_for(self.engine, "connect")
@@ -109,11 +111,13 @@ class AppDatabase:
             if self.backend == "postgres":
                 conn = conn.execution_options(isolation_level=isolation_level.replace(" ", "_"))
             trans = conn.begin()
-            session = GuardedSession(bind=conn, join_transaction_mode="conservative_savepoint")
+            session = GuardedSession(bind=conn)
             try:
                 yield conn, session
                 if session.misused is not None:
-                    raise DBOSException(f"DBOS.sql_session.{session.misused}() is not allowed inside a transaction")
+                    raise DBOSException(
+                        f"DBOS.sql_session.{session.misused}() is not allowed inside a transaction"
+                    )
                 session.flush()
                 trans.commit()
             except BaseException:
@@ -125,13 +129,21 @@ class AppDatabase:
 
     def recorded_output(self, conn: sa.Connection, workflow_id: str, step_id: int) -> tuple[Any, ...] | None:
         row = conn.execute(
-            sa.text(f"SELECT output, error, serializer FROM {self.outputs_table} WHERE workflow_id = :w AND step_id = :s"),
+            sa.text(
+                f"SELECT output, error, serializer FROM {self.outputs_table} WHERE workflow_id = :w AND step_id = :s"
+            ),
             {"w": workflow_id, "s": step_id},
         ).first()
         return tuple(row) if row is not None else None
 
     def record_output(
-        self, conn: sa.Connection, workflow_id: str, step_id: int, output: str | None, serializer: str, now_ms: int
+        self,
+        conn: sa.Connection,
+        workflow_id: str,
+        step_id: int,
+        output: str | None,
+        serializer: str,
+        now_ms: int,
     ) -> None:
         conn.execute(
             sa.text(

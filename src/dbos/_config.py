@@ -10,9 +10,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
-from .error import DBOSInitializationError, DBOSValidationError
 from ._serialization import Serializer
 from ._validation import check_app_name, check_identifier, derive_app_name
+from .error import DBOSInitializationError, DBOSValidationError
 
 
 class DBOSConfig(TypedDict, total=False):
@@ -46,7 +46,11 @@ class DBOSConfig(TypedDict, total=False):
 
 _IGNORED_KEYS = {"sys_db_polling_concurrency", "notification_coalesce_sec"}
 _REJECTED_KEYS = {"system_database_engine", "conductor_key", "conductor_url", "conductor_executor_metadata"}
-_KNOWN_KEYS = set(DBOSConfig.__annotations__) | {"otlp_traces_endpoints", "otlp_logs_endpoints", "otlp_attributes"}
+_KNOWN_KEYS = set(DBOSConfig.__annotations__) | {
+    "otlp_traces_endpoints",
+    "otlp_logs_endpoints",
+    "otlp_attributes",
+}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -136,7 +140,11 @@ def _check_url(key: str, url: Any) -> str:
     if not isinstance(url, str) or not url:
         raise _fail(key, f"expected a database URL string, got {url!r}")
     if url.startswith("sqlite:"):
-        if not url.startswith("sqlite:///") or url in ("sqlite:///", "sqlite:///:memory:") or ":memory:" in url:
+        if (
+            not url.startswith("sqlite:///")
+            or url in ("sqlite:///", "sqlite:///:memory:")
+            or ":memory:" in url
+        ):
             raise _fail(key, f"in-memory or malformed SQLite URL {url!r}; use sqlite:///<path>")
         path = url[len("sqlite:///") :]
         return "sqlite:///" + os.path.abspath(path)
@@ -157,7 +165,9 @@ def _resolve_urls(config: dict[str, Any], name: str) -> tuple[str, str, bool]:
     if legacy is not None:
         import logging
 
-        logging.getLogger("dbos").warning("config key 'database_url' is deprecated; use application_database_url")
+        logging.getLogger("dbos").warning(
+            "config key 'database_url' is deprecated; use application_database_url"
+        )
         if app is not None and app != legacy:
             raise _fail("database_url", "differs from application_database_url; set only one")
         app = legacy
@@ -233,11 +243,17 @@ def build_settings(config: Any) -> Settings:
     heartbeat = _float_in(config, "executor_heartbeat_interval_sec", 2.0, 0.0)
     lease = _float_in(config, "executor_lease_sec", 10.0, 0.0)
     if lease < 3 * heartbeat:
-        raise _fail("executor_lease_sec", f"must be at least 3 x executor_heartbeat_interval_sec ({3 * heartbeat})")
+        raise _fail(
+            "executor_lease_sec", f"must be at least 3 x executor_heartbeat_interval_sec ({3 * heartbeat})"
+        )
     enable_patching = _bool(config, "enable_patching", False)
     version = _identifier(config, "application_version", None)
     if version is None:
-        version = "PATCHING_ENABLED" if enable_patching else _identifier({}, "application_version", "DBOS__APPVERSION")
+        version = (
+            "PATCHING_ENABLED"
+            if enable_patching
+            else _identifier({}, "application_version", "DBOS__APPVERSION")
+        )
     explicit_id = _identifier(config, "executor_id", "DBOS__VMID")
     _float_in(config, "retention_interval_sec", 3600.0, 0.0)
     _int_in(config, "admin_port", 3001, 0, 65535)

@@ -82,6 +82,7 @@ class DBOS:
 
     _engine: Any = None
     _settings: Settings
+    _launched: bool = False
 
     def __new__(cls, *, config: DBOSConfig | None = None, **kwargs: Any) -> DBOS:
         global _instance
@@ -149,7 +150,9 @@ class DBOS:
 
         inst = _instance
         if inst is not None and inst._launched:
-            raise DBOSException("reset_system_database() cannot run while DBOS is launched; call DBOS.destroy() first")
+            raise DBOSException(
+                "reset_system_database() cannot run while DBOS is launched; call DBOS.destroy() first"
+            )
         if system_database_url is None and inst is None:
             _log.warning("reset_system_database(): no URL given and DBOS is not constructed; nothing to do")
             return
@@ -157,13 +160,15 @@ class DBOS:
 
     # --- decorators ----------------------------------------------------------------------------------------
     @classmethod
-    def workflow(cls, *args: Any, name: str | None = None, max_recovery_attempts: int | None = 100) -> Callable[[T], T]:
+    def workflow(
+        cls, *args: Any, name: str | None = None, max_recovery_attempts: int | None = 100
+    ) -> Callable[[T], T]:
         refuse_bare("DBOS.workflow", args[0] if args else None)
         if max_recovery_attempts is not None:
             from ._validation import check_count
 
             check_count(max_recovery_attempts, "max_recovery_attempts", minimum=0)
-        return lambda f: make_workflow(f, name=name, max_recovery_attempts=max_recovery_attempts)  # type: ignore[no-any-return]
+        return lambda f: make_workflow(f, name=name, max_recovery_attempts=max_recovery_attempts)
 
     @classmethod
     def step(
@@ -186,12 +191,14 @@ class DBOS:
             should_retry=should_retry,
             timeout_seconds=timeout_seconds,
         )
-        return lambda f: make_step(f, name=name, config=cfg)  # type: ignore[no-any-return]
+        return lambda f: make_step(f, name=name, config=cfg)
 
     @classmethod
-    def transaction(cls, isolation_level: Any = "SERIALIZABLE", *, name: str | None = None) -> Callable[[T], T]:
+    def transaction(
+        cls, isolation_level: Any = "SERIALIZABLE", *, name: str | None = None
+    ) -> Callable[[T], T]:
         refuse_bare("DBOS.transaction", isolation_level)
-        return lambda f: make_transaction(f, isolation_level=isolation_level, name=name)  # type: ignore[no-any-return]
+        return lambda f: make_transaction(f, isolation_level=isolation_level, name=name)
 
     @classmethod
     def dbos_class(cls, class_name: Any = None) -> Callable[[T], T]:
@@ -202,7 +209,7 @@ class DBOS:
     @classmethod
     def required_roles(cls, roles: list[str]) -> Callable[[T], T]:
         checked = validated_roles(roles)
-        return lambda f: apply_required_roles(f, checked)  # type: ignore[no-any-return]
+        return lambda f: apply_required_roles(f, checked)
 
     @classmethod
     def default_required_roles(cls, roles: list[str]) -> Callable[[T], T]:
@@ -220,7 +227,9 @@ class DBOS:
         return PolledHandle(engine, wid)
 
     @classmethod
-    async def start_workflow_async(cls, func: Callable[..., Any], *args: Any, **kwargs: Any) -> PolledHandleAsync[Any]:
+    async def start_workflow_async(
+        cls, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> PolledHandleAsync[Any]:
         from ._engine.workflows import resolve_callable, start_workflow_async
 
         engine = current_engine()
@@ -237,7 +246,9 @@ class DBOS:
         return PolledHandle(engine, wid, must_exist=existing_workflow)
 
     @classmethod
-    async def retrieve_workflow_async(cls, workflow_id: str, existing_workflow: bool = True) -> PolledHandleAsync[Any]:
+    async def retrieve_workflow_async(
+        cls, workflow_id: str, existing_workflow: bool = True
+    ) -> PolledHandleAsync[Any]:
         engine = current_engine()
         wid = check_identifier(workflow_id, "workflow ID")
         if existing_workflow and await engine.io(fetch_status, engine, wid) is None:
@@ -279,7 +290,9 @@ class DBOS:
         await sleep_async(current_engine(), seconds)
 
     @classmethod
-    def run_step(cls, step_options: dict[str, Any] | None, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def run_step(
+        cls, step_options: dict[str, Any] | None, func: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
         from ._engine.steps import run_step, run_step_async
 
         info = _adhoc_step(step_options, func)
@@ -288,7 +301,9 @@ class DBOS:
             refuse_on_loop("DBOS.run_step", "DBOS.run_step_async")
             if engine is None:
                 return asyncio.run(func(*args, **kwargs))  # type: ignore[no-any-return]
-            fut = engine.run_coroutine(_with_context(current(), run_step_async(engine, info, func, args, kwargs)))
+            fut = engine.run_coroutine(
+                _with_context(current(), run_step_async(engine, info, func, args, kwargs))
+            )
             return fut.result()  # type: ignore[no-any-return]
         if info.step is not None and info.step.timeout_seconds is not None:
             raise DBOSException("timeout_seconds is only supported with async callables in run_step")
@@ -297,7 +312,9 @@ class DBOS:
         return run_step(engine, info, func, args, kwargs)  # type: ignore[no-any-return]
 
     @classmethod
-    async def run_step_async(cls, step_options: dict[str, Any] | None, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def run_step_async(
+        cls, step_options: dict[str, Any] | None, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
         from ._engine.steps import run_step_async
 
         info = _adhoc_step(step_options, func)
@@ -311,7 +328,9 @@ class DBOS:
     def set_authentication(cls, user: str | None, roles: list[str] | None) -> None:
         ctx = current()
         if ctx is None:
-            raise DBOSException("DBOS.set_authentication() needs a context: open one with DBOSContextEnsure()")
+            raise DBOSException(
+                "DBOS.set_authentication() needs a context: open one with DBOSContextEnsure()"
+            )
         ctx.authenticated_user = check_user(user)
         ctx.authenticated_roles = check_roles(roles, "roles", allow_none=True)
         ctx.assumed_role = None

@@ -37,7 +37,9 @@ def _looks_like_method(func: Callable[..., Any]) -> bool:
 
 def _check_plain_function(func: Any, decorator: str) -> None:
     if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
-        raise DBOSException(f"{decorator} cannot decorate generator function {func.__qualname__}: it cannot be checkpointed")
+        raise DBOSException(
+            f"{decorator} cannot decorate generator function {func.__qualname__}: it cannot be checkpointed"
+        )
 
 
 def _register(func: Callable[..., Any], kind: Kind, name: str | None, **fields: Any) -> FuncInfo:
@@ -56,7 +58,7 @@ def _register(func: Callable[..., Any], kind: Kind, name: str | None, **fields: 
 
 
 def _finish(info: FuncInfo, wrapper: Callable[..., Any], kind_wrapper: type | None) -> Any:
-    setattr(wrapper, "__dbos_info__", info)
+    wrapper.__dbos_info__ = info  # type: ignore[attr-defined]
     info.wrapper = wrapper
     if kind_wrapper is staticmethod:
         info.method_kind = "staticmethod"
@@ -99,16 +101,27 @@ def step_config(
     timeout_seconds: float | None,
 ) -> StepConfig:
     check_count(max_attempts, "max_attempts", minimum=1)
-    if isinstance(interval_seconds, bool) or not isinstance(interval_seconds, (int, float)) or not (
-        math.isfinite(interval_seconds) and interval_seconds >= 0
+    if (
+        isinstance(interval_seconds, bool)
+        or not isinstance(interval_seconds, (int, float))
+        or not (math.isfinite(interval_seconds) and interval_seconds >= 0)
     ):
         raise DBOSValidationError(f"interval_seconds must be a finite number >= 0, got {interval_seconds!r}")
-    if isinstance(backoff_rate, bool) or not isinstance(backoff_rate, (int, float)) or not (
-        math.isfinite(backoff_rate) and backoff_rate > 0
+    if (
+        isinstance(backoff_rate, bool)
+        or not isinstance(backoff_rate, (int, float))
+        or not (math.isfinite(backoff_rate) and backoff_rate > 0)
     ):
         raise DBOSValidationError(f"backoff_rate must be a finite number > 0, got {backoff_rate!r}")
     timeout = check_seconds(timeout_seconds, "timeout_seconds", positive=True, allow_none=True)
-    return StepConfig(bool(retries_allowed), float(interval_seconds), int(max_attempts), float(backoff_rate), should_retry, timeout)
+    return StepConfig(
+        bool(retries_allowed),
+        float(interval_seconds),
+        int(max_attempts),
+        float(backoff_rate),
+        should_retry,
+        timeout,
+    )
 
 
 def make_step(obj: Any, *, name: str | None, config: StepConfig) -> Any:
@@ -150,7 +163,9 @@ def make_transaction(obj: Any, *, isolation_level: str, name: str | None) -> Any
     if inspect.iscoroutinefunction(func):
         raise DBOSException(f"@DBOS.transaction() supports sync functions only; {func.__qualname__} is async")
     if isolation_level not in ISOLATION_LEVELS:
-        raise DBOSValidationError(f"isolation_level must be one of {ISOLATION_LEVELS}, got {isolation_level!r}")
+        raise DBOSValidationError(
+            f"isolation_level must be one of {ISOLATION_LEVELS}, got {isolation_level!r}"
+        )
     info = _register(func, "transaction", name, isolation_level=isolation_level)
     from ._dbos import current_engine
     from ._engine.transactions import run_transaction
@@ -168,12 +183,12 @@ def apply_required_roles(obj: Any, roles: list[str]) -> Any:
         info.required_roles = roles
     else:
         func, _ = _unwrap(obj)
-        setattr(func, "__dbos_required_roles__", roles)
+        func.__dbos_required_roles__ = roles  # type: ignore[attr-defined]
     return obj
 
 
 def apply_default_roles(cls: type, roles: list[str]) -> type:
-    setattr(cls, "__dbos_default_roles__", roles)
+    cls.__dbos_default_roles__ = roles  # type: ignore[attr-defined]
     name = getattr(cls, "__dbos_class_name__", None)
     if name is not None:
         REGISTRY.class_roles[name] = roles
@@ -182,7 +197,7 @@ def apply_default_roles(cls: type, roles: list[str]) -> type:
 
 def apply_dbos_class(cls: type, class_name: str | None) -> type:
     name = check_identifier(class_name, "class_name") if class_name is not None else cls.__qualname__
-    setattr(cls, "__dbos_class_name__", name)
+    cls.__dbos_class_name__ = name  # type: ignore[attr-defined]
     for attr in vars(cls).values():
         info = info_of(attr)
         if info is None:

@@ -104,7 +104,9 @@ def get_status_checkpointed(engine: Engine, workflow_id: str) -> WorkflowStatus 
         value: WorkflowStatus | None = replay_step(engine, call.recorded)
         return value
     status = fetch_status(engine, workflow_id)
-    out = engine.serializers.serialize_value(status, what="workflow status", max_bytes=engine.settings.max_payload_bytes)
+    out = engine.serializers.serialize_value(
+        status, what="workflow status", max_bytes=engine.settings.max_payload_bytes
+    )
     write_step(engine, call.ex, NewStep(call.step_id, GET_STATUS, out, None, secrets.token_hex(16)))
     return status
 
@@ -184,7 +186,9 @@ class PolledHandleAsync(_HandleBase, Generic[R]):
         if parent is not None:
             value: R = await get_result_in_workflow_async(self._engine, parent, self.workflow_id)
             return value
-        result: R = await await_result_async(self._engine, self.workflow_id, cap=cap, must_exist=self._must_exist)
+        result: R = await await_result_async(
+            self._engine, self.workflow_id, cap=cap, must_exist=self._must_exist
+        )
         return result
 
     async def get_status(self) -> WorkflowStatus:

@@ -105,7 +105,9 @@ def reset_databases(settings: Settings | None, url: str | None, schema: str | No
     target = _check_url("system_database_url", target)
     reset_system_store(target, schema=schema or (settings.schema if settings else "dbos"), truncate=truncate)
     if settings is not None and not settings.app_db_is_system_db and url is None:
-        app = AppDatabase(settings.application_database_url, schema=settings.schema, separate=True, engine_kwargs={})
+        app = AppDatabase(
+            settings.application_database_url, schema=settings.schema, separate=True, engine_kwargs={}
+        )
         try:
             app.reset()
         finally:
@@ -118,9 +120,9 @@ def force_recover(engine: Engine, executor_ids: list[str] | None) -> list[str]:
         running = engine.active_executions()
         for ex in running:
             ex.fence_off()
-        ids = engine.db.release([ex.fence for ex in running], refund_attempt=False)
+        released: list[str] = engine.db.release([ex.fence for ex in running], refund_attempt=False)
         engine.recovery.dispatch_waiter.notify()
-        return ids
+        return released
     from ._validation import check_id_list
 
     wanted = set(check_id_list(executor_ids, "executor_ids"))

@@ -90,7 +90,12 @@ class ResultWait:
 
 
 def await_result(
-    engine: Engine, workflow_id: str, *, cap: float = 1.0, must_exist: bool = True, ex: Execution | None = None
+    engine: Engine,
+    workflow_id: str,
+    *,
+    cap: float = 1.0,
+    must_exist: bool = True,
+    ex: Execution | None = None,
 ) -> Any:
     with ResultWait(engine, workflow_id, must_exist=must_exist, ex=ex) as w:
         while True:
@@ -101,7 +106,12 @@ def await_result(
 
 
 async def await_result_async(
-    engine: Engine, workflow_id: str, *, cap: float = 1.0, must_exist: bool = True, ex: Execution | None = None
+    engine: Engine,
+    workflow_id: str,
+    *,
+    cap: float = 1.0,
+    must_exist: bool = True,
+    ex: Execution | None = None,
 ) -> Any:
     with ResultWait(engine, workflow_id, must_exist=must_exist, ex=ex) as w:
         while True:

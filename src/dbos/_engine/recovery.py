@@ -30,7 +30,7 @@ from ..error import DBOSNotAuthorizedError, DBOSSerializationError, DBOSWorkflow
 from .engine import Engine
 from .execution import Execution
 from .waits import Waiter
-from .workflows import Auth, body_of, run_in_background
+from .workflows import Auth, ReceiverState, body_of, run_in_background
 
 _log = logging.getLogger("dbos")
 FALLBACK_POLL_S = 1.0
@@ -107,7 +107,10 @@ class Recovery:
     def start(self) -> None:
         e = self.engine
         e.wake.register([("queue", INTERNAL_QUEUE)], self.dispatch_waiter)
-        for target, name in ((self._heartbeat_loop, "dbos-heartbeat"), (self._dispatch_loop, "dbos-dispatcher")):
+        for target, name in (
+            (self._heartbeat_loop, "dbos-heartbeat"),
+            (self._dispatch_loop, "dbos-dispatcher"),
+        ):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             e.background.append(t)
@@ -158,7 +161,9 @@ class Recovery:
         for ex in e.active_executions():
             ex.fence_off()
         if superseded:
-            _log.error("a newer incarnation of executor %s is alive; this process stops claiming work", e.executor_id)
+            _log.error(
+                "a newer incarnation of executor %s is alive; this process stops claiming work", e.executor_id
+            )
             e.stopping.set()
             return
         self.register()
@@ -233,7 +238,9 @@ class Recovery:
         if info is None:
             e.db.release([c.fence], refund_attempt=True)
             return False
-        limit = row.max_recovery_attempts if row.max_recovery_attempts is not None else info.max_recovery_attempts
+        limit = (
+            row.max_recovery_attempts if row.max_recovery_attempts is not None else info.max_recovery_attempts
+        )
         if limit is not None and row.recovery_attempts > limit + 1:
             _log.error("workflow %s exceeded %d recovery attempts; dead-lettered", row.workflow_id, limit)
             e.db.record_outcome(c.fence, Outcome("MAX_RECOVERY_ATTEMPTS_EXCEEDED"))
@@ -250,9 +257,13 @@ class Recovery:
         auth = Auth(row.authenticated_user, row.authenticated_roles, row.assumed_role)
         required = e.registry.roles_for(info)
         if required and not set(required) & set(row.authenticated_roles or []):
-            self._fail(c, DBOSNotAuthorizedError(f"Function {info.name} requires one of the roles {required}"))
+            self._fail(
+                c, DBOSNotAuthorizedError(f"Function {info.name} requires one of the roles {required}")
+            )
             return True
-        ex = Execution(row.workflow_id, row.name, c.fence, checkpoints, row.deadline_ms, is_async=info.is_async)
+        ex = Execution(
+            row.workflow_id, row.name, c.fence, checkpoints, row.deadline_ms, is_async=info.is_async
+        )
         run_in_background(e, ex, body_of(info, receiver, tuple(args), dict(kwargs)), auth)
         return True
 
@@ -269,15 +280,23 @@ class Recovery:
             key = f"{row.class_name}/{row.config_name}"
             inst = reg.instances.get(key)
             if inst is None:
-                _log.warning("workflow %s needs configured instance %r, not registered here", row.workflow_id, key)
+                _log.warning(
+                    "workflow %s needs configured instance %r, not registered here", row.workflow_id, key
+                )
                 raise _Missing(key)
             return inst
         if row.receiver is None:
             raise DBOSWorkflowFunctionNotFoundError(
-                row.workflow_id, f"workflow {row.workflow_id} is an instance method but has no stored receiver"
+                row.workflow_id,
+                f"workflow {row.workflow_id} is an instance method but has no stored receiver",
             )
         cls = reg.classes.get(row.class_name)
-        return self.engine.serializers.deserialize_receiver(row.receiver, row.inputs.serializer, cls)
+        obj = self.engine.serializers.deserialize_receiver(row.receiver, row.inputs.serializer, cls)
+        if isinstance(obj, ReceiverState):
+            if cls is None:
+                raise _Missing(row.class_name)
+            return obj.rebuild(cls)
+        return obj
 
 
 class _Missing(Exception):

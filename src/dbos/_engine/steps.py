@@ -64,7 +64,9 @@ def _attempt_context(call: StepCall, cfg: StepConfig, attempt: int, role: str | 
     return call.ctx.copy(in_step=True, step_status=status, assumed_role=role)
 
 
-def record_step_outcome(engine: Engine, call: StepCall, value: Any, exc: Exception | None, started: int) -> None:
+def record_step_outcome(
+    engine: Engine, call: StepCall, value: Any, exc: Exception | None, started: int
+) -> None:
     s = engine.serializers
     limit = engine.settings.max_payload_bytes
     output = error = None
@@ -73,7 +75,9 @@ def record_step_outcome(engine: Engine, call: StepCall, value: Any, exc: Excepti
     else:
         error = s.serialize_error(exc, max_bytes=limit)
     fp.failpoint("step.before_commit")
-    write_step(engine, call.ex, NewStep(call.step_id, call.name, output, error, secrets.token_hex(16), None, started))
+    write_step(
+        engine, call.ex, NewStep(call.step_id, call.name, output, error, secrets.token_hex(16), None, started)
+    )
     fp.failpoint("step.after_commit")
 
 
@@ -144,7 +148,9 @@ def run_step(engine: Engine, info: FuncInfo, func: Callable[..., Any], args: Any
     raise exc
 
 
-async def _one_attempt_async(func: Callable[..., Any], args: Any, kwargs: Any, cfg: StepConfig, name: str) -> Any:
+async def _one_attempt_async(
+    func: Callable[..., Any], args: Any, kwargs: Any, cfg: StepConfig, name: str
+) -> Any:
     result = func(*args, **kwargs)
     if not inspect.isawaitable(result):
         return result
@@ -167,11 +173,15 @@ async def _should_retry_async(cfg: StepConfig, exc: Exception, attempt: int) -> 
     return bool(verdict)
 
 
-async def run_step_async(engine: Engine, info: FuncInfo, func: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+async def run_step_async(
+    engine: Engine, info: FuncInfo, func: Callable[..., Any], args: Any, kwargs: Any
+) -> Any:
     call = begin_step(info.name)
     cfg = info.step or StepConfig()
     if call is None:
-        return await _one_attempt_async(func, args, kwargs, StepConfig(timeout_seconds=cfg.timeout_seconds), info.name)
+        return await _one_attempt_async(
+            func, args, kwargs, StepConfig(timeout_seconds=cfg.timeout_seconds), info.name
+        )
     if call.recorded is not None:
         return replay_step(engine, call.recorded)
     role = check_roles(engine.registry, info, call.ctx)
@@ -214,7 +224,9 @@ def _sleep_call(seconds: Any) -> tuple[StepCall, float] | None:
     s = check_sleep_seconds(seconds)
     ctx = current_or_empty()
     if ctx.execution is None or ctx.in_step or ctx.in_transaction:
-        raise DBOSException("DBOS.sleep must be called from a workflow (not from a step, transaction or plain code)")
+        raise DBOSException(
+            "DBOS.sleep must be called from a workflow (not from a step, transaction or plain code)"
+        )
     if s <= 0:
         return None
     call = begin_step(SLEEP)

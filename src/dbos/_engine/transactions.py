@@ -118,7 +118,10 @@ def _in_transaction(
             if row is not None:
                 raise _Recorded(row)
         state = call.ctx.copy(
-            in_transaction=True, sql_session=session, step_status=StepStatus(call.step_id, None, None), assumed_role=role
+            in_transaction=True,
+            sql_session=session,
+            step_status=StepStatus(call.step_id, None, None),
+            assumed_role=role,
         )
         token = push(state)
         try:
@@ -130,7 +133,9 @@ def _in_transaction(
             value, what=f"output of transaction {info.name}", max_bytes=engine.settings.max_payload_bytes
         )
         if app.separate:
-            app.record_output(conn, call.ex.workflow_id, call.step_id, output.text, output.serializer, started)
+            app.record_output(
+                conn, call.ex.workflow_id, call.step_id, output.text, output.serializer, started
+            )
         else:
             step = NewStep(call.step_id, info.name, output, None, secrets.token_hex(16), None, started)
             dbapi = conn.connection.dbapi_connection

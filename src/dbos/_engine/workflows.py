@@ -26,6 +26,7 @@ from ..error import (
     DBOSConflictingWorkflowError,
     DBOSException,
     DBOSNotAuthorizedError,
+    DBOSSerializationError,
     DBOSUnexpectedStepError,
     DBOSWorkflowCancelledError,
     DBOSWorkflowConflictIDError,
@@ -79,7 +80,9 @@ def check_roles(registry: Registry, info: FuncInfo, ctx: ContextState) -> str | 
         if role in roles:
             return role
     have = "no authenticated roles" if not roles else f"roles {roles}"
-    raise DBOSNotAuthorizedError(f"Function {info.name} requires one of the roles {required}, but the caller has {have}")
+    raise DBOSNotAuthorizedError(
+        f"Function {info.name} requires one of the roles {required}, but the caller has {have}"
+    )
 
 
 def split_receiver(info: FuncInfo, args: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
@@ -95,7 +98,9 @@ def split_receiver(info: FuncInfo, args: tuple[Any, ...]) -> tuple[Any, tuple[An
     return None, args
 
 
-def verify_recorded(ex: Execution, step_id: int, name: str, recorded: str, *, child: str | None = None) -> None:
+def verify_recorded(
+    ex: Execution, step_id: int, name: str, recorded: str, *, child: str | None = None
+) -> None:
     if recorded != name:
         raise DBOSUnexpectedStepError(ex.workflow_id, step_id, name, recorded)
     if child is not None:
@@ -124,10 +129,14 @@ def _take_child_steps(
     return step_id, result_step, recorded.child_workflow_id
 
 
-def plan_start(engine: Engine, info: FuncInfo, args: tuple[Any, ...], kwargs: dict[str, Any], *, direct: bool) -> Plan:
+def plan_start(
+    engine: Engine, info: FuncInfo, args: tuple[Any, ...], kwargs: dict[str, Any], *, direct: bool
+) -> Plan:
     ctx = current_or_empty()
     if ctx.in_step or ctx.in_transaction:
-        raise DBOSException(f"cannot start workflow {info.name} inside a step or transaction; start it from the workflow")
+        raise DBOSException(
+            f"cannot start workflow {info.name} inside a step or transaction; start it from the workflow"
+        )
     receiver, args = split_receiver(info, args)
     name = workflow_name(info)
     pending = take_pending_id()
@@ -170,10 +179,29 @@ def _receiver_fields(engine: Engine, plan: Plan) -> tuple[str | None, str | None
         if not hasattr(obj, "config_name"):
             raise DBOSException(f"{type(obj).__name__} must call super().__init__(config_name)")
         return None, obj.config_name
-    text = engine.serializers.serialize_receiver(
-        obj, class_name=info.class_name or type(obj).__qualname__, max_bytes=engine.settings.max_payload_bytes
-    )
-    return text, None
+    class_name = info.class_name or type(obj).__qualname__
+    limit = engine.settings.max_payload_bytes
+    try:
+        return engine.serializers.serialize_receiver(obj, class_name=class_name, max_bytes=limit), None
+    except DBOSSerializationError:
+        # A class that pickle cannot name (e.g. defined in a function): store its state; recovery rebuilds
+        # the instance from the registered class (01 §4.4 rule 3).
+        if "<locals>" not in type(obj).__qualname__ or not hasattr(obj, "__dict__"):
+            raise
+        state = ReceiverState(dict(vars(obj)))
+        return engine.serializers.serialize_receiver(state, class_name=class_name, max_bytes=limit), None
+
+
+@dataclass
+class ReceiverState:
+    """The stored state of a plain instance whose class pickle cannot reference by name."""
+
+    state: dict[str, Any]
+
+    def rebuild(self, cls: type) -> Any:
+        obj: Any = object.__new__(cls)
+        obj.__dict__.update(self.state)
+        return obj
 
 
 def _new_workflow(engine: Engine, plan: Plan, ctx: ContextState) -> NewWorkflow:
@@ -243,7 +271,9 @@ def execution_for(plan: Plan, res: InsertResult) -> Execution:
 # --- running the body ---------------------------------------------------------------------------------------
 
 
-def body_of(info: FuncInfo, receiver: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], Any]:
+def body_of(
+    info: FuncInfo, receiver: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Callable[[], Any]:
     """The call that runs the workflow body (a temp workflow's body is its single step)."""
     fn = info.func if info.kind == "workflow" else info.wrapper
     assert fn is not None
@@ -311,7 +341,8 @@ def run_execution(engine: Engine, ex: Execution, body: Callable[[], Any], auth: 
         except (DBOSWorkflowCancelledError, DBOSWorkflowConflictIDError):
             applied, result = False, None
         except Exception as e:
-            applied, result = _settle(engine, ex, lambda: _finish_error(engine, ex, e))
+            err = e
+            applied, result = _settle(engine, ex, lambda: _finish_error(engine, ex, err))
         except BaseException:
             release(engine, ex)
             raise
@@ -375,11 +406,20 @@ def run_in_background(engine: Engine, ex: Execution, body: Callable[[], Any], au
 # --- parent-side checkpoints ----------------------------------------------------------------------------------
 
 
-def record_result_step(engine: Engine, parent: Execution, step_id: int, child_id: str, value: Any, exc: Exception | None) -> None:
+def record_result_step(
+    engine: Engine, parent: Execution, step_id: int, child_id: str, value: Any, exc: Exception | None
+) -> None:
     s = engine.serializers
     limit = engine.settings.max_payload_bytes
     if exc is not None:
-        step = NewStep(step_id, GET_RESULT, None, s.serialize_error(exc, max_bytes=limit), secrets.token_hex(16), child_id)
+        step = NewStep(
+            step_id,
+            GET_RESULT,
+            None,
+            s.serialize_error(exc, max_bytes=limit),
+            secrets.token_hex(16),
+            child_id,
+        )
     else:
         out = s.serialize_value(value, what=f"result of workflow {child_id}", max_bytes=limit)
         step = NewStep(step_id, GET_RESULT, out, None, secrets.token_hex(16), child_id)
@@ -395,7 +435,9 @@ def write_step(engine: Engine, ex: Execution, step: NewStep) -> None:
     raise DBOSWorkflowConflictIDError(ex.workflow_id)
 
 
-def get_result_in_workflow(engine: Engine, parent: Execution, child_id: str, step_id: int | None = None) -> Any:
+def get_result_in_workflow(
+    engine: Engine, parent: Execution, child_id: str, step_id: int | None = None
+) -> Any:
     """`DBOS.getResult` as a checkpointed step of the parent (01 §6.1)."""
     if step_id is None:
         step_id = parent.next_step_id()
@@ -458,7 +500,9 @@ def call_workflow(engine: Engine, info: FuncInfo, args: tuple[Any, ...], kwargs:
     return await_result(engine, plan.workflow_id)
 
 
-async def call_workflow_async(engine: Engine, info: FuncInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def call_workflow_async(
+    engine: Engine, info: FuncInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     plan = plan_start(engine, info, args, kwargs, direct=True)
     parent = plan.parent
     if plan.replayed_child is None:
@@ -471,9 +515,13 @@ async def call_workflow_async(engine: Engine, info: FuncInfo, args: tuple[Any, .
             try:
                 value = await run_execution_async(engine, ex, body, plan.auth)
             except Exception as e:
-                await engine.io(record_result_step, engine, parent, plan.result_step_id, plan.workflow_id, None, e)
+                await engine.io(
+                    record_result_step, engine, parent, plan.result_step_id, plan.workflow_id, None, e
+                )
                 raise
-            await engine.io(record_result_step, engine, parent, plan.result_step_id, plan.workflow_id, value, None)
+            await engine.io(
+                record_result_step, engine, parent, plan.result_step_id, plan.workflow_id, value, None
+            )
             return value
     if parent is not None:
         return await get_result_in_workflow_async(engine, parent, plan.workflow_id, plan.result_step_id)
@@ -492,7 +540,9 @@ def start_workflow(engine: Engine, info: FuncInfo, args: tuple[Any, ...], kwargs
     return plan.workflow_id
 
 
-async def start_workflow_async(engine: Engine, info: FuncInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+async def start_workflow_async(
+    engine: Engine, info: FuncInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str:
     plan = plan_start(engine, info, args, kwargs, direct=False)
     if plan.replayed_child is not None:
         return plan.workflow_id
@@ -511,7 +561,8 @@ def resolve_callable(registry: Registry, func: Any) -> tuple[FuncInfo, tuple[Any
     if info is None:
         name = getattr(func, "__qualname__", repr(func))
         raise DBOSWorkflowFunctionNotFoundError(
-            name, f"{name} is not a registered workflow, step or transaction; decorate it with @DBOS.workflow()"
+            name,
+            f"{name} is not a registered workflow, step or transaction; decorate it with @DBOS.workflow()",
         )
     bound_self = getattr(func, "__self__", None)
     if bound_self is not None and info.uses_receiver:

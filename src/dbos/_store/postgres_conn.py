@@ -1,11 +1,11 @@
 """PostgreSQL connection setup: URL handling, database creation, server checks, advisory keys, channels and the
-storable-text guard (07 §3.4, §6.1, §6.5 rule 5, §6.6 rule 1)."""
+(07 §3.4 rule 4, §6.1, §6.5 rule 5, §6.6 rule 1)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import time
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -14,9 +14,8 @@ import psycopg
 from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 
-from . import base
-
 _log = logging.getLogger("dbos")
+_MISSING_DB = re.compile(r'database ".*" does not exist')
 
 MIN_SERVER_VERSION = 130000
 SESSION_OPTIONS = (
@@ -31,9 +30,6 @@ _DEFAULTS = {
     "keepalives_count": "3",
     "tcp_user_timeout": "30000",
 }
-MAX_ID_BYTES = 2048
-MAX_NAME_BYTES = 1024
-MAX_SERIALIZER_BYTES = 64
 # The server time in epoch milliseconds, evaluated once per statement through the `_t` CTE.
 NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 
@@ -56,9 +52,7 @@ class ConnSpec:
     prepare: bool  # False with dbos_prepare=off (PgBouncer transaction pooling)
 
     def for_database(self, dbname: str) -> str:
-        params = pg_conninfo.conninfo_to_dict(self.conninfo)
-        params["dbname"] = dbname
-        return pg_conninfo.make_conninfo(**params)
+        return pg_conninfo.make_conninfo(self.conninfo, dbname=dbname)
 
 
 def mask_password(url: str) -> str:
@@ -77,7 +71,9 @@ def parse_url(url: str, *, app_label: str) -> ConnSpec:
     parts = urlsplit("postgresql://" + rest)
     query = parse_qsl(parts.query, keep_blank_values=True)
     dbos_params = {k: v for k, v in query if k.startswith("dbos_")}
-    clean = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if not k.startswith("dbos_")])))
+    clean = urlunsplit(
+        parts._replace(query=urlencode([(k, v) for k, v in query if not k.startswith("dbos_")]))
+    )
     params: dict[str, Any] = pg_conninfo.conninfo_to_dict(clean)
     for key, value in _DEFAULTS.items():
         params.setdefault(key, value)
@@ -100,11 +96,10 @@ def connect_kwargs(spec: ConnSpec) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _is_missing_database(exc: psycopg.Error) -> bool:
+def is_missing_database(exc: psycopg.Error) -> bool:
     if getattr(exc, "sqlstate", None) == "3D000":
         return True
-    text = str(exc)
-    return "does not exist" in text and "database" in text
+    return _MISSING_DB.search(str(exc)) is not None
 
 
 def create_database(spec: ConnSpec) -> None:
@@ -127,7 +122,7 @@ def open_connection(spec: ConnSpec, *, create: bool) -> psycopg.Connection[tuple
     try:
         return psycopg.connect(spec.conninfo, **connect_kwargs(spec))
     except psycopg.OperationalError as exc:
-        if not (create and _is_missing_database(exc)):
+        if not (create and is_missing_database(exc)):
             raise
     create_database(spec)
     return psycopg.connect(spec.conninfo, **connect_kwargs(spec))
@@ -138,25 +133,23 @@ def database_exists(spec: ConnSpec) -> bool:
         psycopg.connect(spec.conninfo, **connect_kwargs(spec)).close()
         return True
     except psycopg.OperationalError as exc:
-        if _is_missing_database(exc):
+        if is_missing_database(exc):
             return False
         raise
 
 
-def check_server(conn: psycopg.Connection[tuple[Any, ...]]) -> tuple[int, float]:
-    """Require PG >= 13 and UTF8 (07 §6.1 rule 1, §3.4 rule 4). Returns a clock sample (server ms, rtt ms)."""
-    t0 = time.time()
+def check_server(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+    """Require PG >= 13 and UTF8 (07 §6.1 rule 1, §3.4 rule 4). Returns the server clock in epoch ms."""
     row = conn.execute(
         "SELECT current_setting('server_version_num')::int, current_setting('server_encoding'), " + NOW_MS
     ).fetchone()
-    t1 = time.time()
     assert row is not None
     version, encoding, server_ms = int(row[0]), str(row[1]), int(row[2])
     if version < MIN_SERVER_VERSION:
         raise _init_error(f"PostgreSQL {version} is not supported; dbosx requires PostgreSQL 13 or newer")
     if encoding.upper().replace("-", "") != "UTF8":
         raise _init_error(f"the database's server_encoding is {encoding}; dbosx requires UTF8")
-    return server_ms - int((t0 + t1) * 500), (t1 - t0) * 1000
+    return server_ms
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -166,7 +159,14 @@ def check_server(conn: psycopg.Connection[tuple[Any, ...]]) -> tuple[int, float]
 
 def advisory_key(schema: str, purpose: str, *parts: str) -> int:
     """int.from_bytes(sha256(b"dbos\\0" + schema + b"\\0" + purpose + b"\\0" + b"\\0".join(parts))[:8], signed)."""
-    data = b"dbos\x00" + schema.encode() + b"\x00" + purpose.encode() + b"\x00" + b"\x00".join(p.encode() for p in parts)
+    data = (
+        b"dbos\x00"
+        + schema.encode()
+        + b"\x00"
+        + purpose.encode()
+        + b"\x00"
+        + b"\x00".join(p.encode() for p in parts)
+    )
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "big", signed=True)
 
 
@@ -194,45 +194,3 @@ def channels(schema: str) -> dict[str, str]:
 
 def listen_channels(schema: str) -> list[str]:
     return sorted(set(channels(schema).values()))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Storable text (07 §3.4 rule 1)
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _text_problem(value: object, max_bytes: int) -> str | None:
-    if not isinstance(value, str):
-        return f"must be a str, not {type(value).__name__}"
-    if "\x00" in value:
-        return "must not contain NUL (U+0000)"
-    if value.isascii():
-        size = len(value)
-    else:
-        try:
-            size = len(value.encode("utf-8"))
-        except UnicodeEncodeError:
-            return "must be encodable as UTF-8 (it contains a lone surrogate)"
-    if size > max_bytes:
-        return f"must be at most {max_bytes} bytes in UTF-8 (it has {size})"
-    return None
-
-
-def check_text(value: object, what: str, max_bytes: int = MAX_NAME_BYTES) -> None:
-    """Raise DBOSValidationError unless `value` is storable text of at most `max_bytes`."""
-    problem = _text_problem(value, max_bytes)
-    if problem is not None:
-        from .._validation import show
-        from ..error import DBOSValidationError
-
-        raise DBOSValidationError(f"Invalid {what} {show(value)}: {problem}")
-
-
-def check_optional_text(value: object, what: str, max_bytes: int = MAX_NAME_BYTES) -> None:
-    if value is not None:
-        check_text(value, what, max_bytes)
-
-
-def check_payload(p: base.Payload | None, what: str) -> None:
-    if p is not None:
-        check_text(p.serializer, f"{what} serializer name", MAX_SERIALIZER_BYTES)

@@ -77,7 +77,7 @@ def classify_pg_error(exc: BaseException, op: str | None = None) -> base.StoreEr
 
 def backoff_s(attempt: int, *, cap_s: float = BACKOFF_CAP_S) -> float:
     """Attempt `n` (from 0) sleeps U(0.5, 1.0) x min(cap, 10 ms x 2^n)."""
-    return random.uniform(0.5, 1.0) * min(cap_s, BACKOFF_BASE_S * (2 ** min(attempt, 30)))
+    return random.uniform(0.5, 1.0) * min(cap_s, BACKOFF_BASE_S * 2.0 ** min(attempt, 30))
 
 
 def is_retryable(err: base.StoreError, attempt: int) -> bool:

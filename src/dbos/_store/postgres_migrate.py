@@ -43,7 +43,9 @@ def _applied(conn: Conn, schema: str) -> list[migrate.AppliedMigration]:
         "SELECT version, name, checksum, compatible_from FROM {}.schema_migrations ORDER BY version"
     ).format(sql.Identifier(schema))
     return [
-        migrate.AppliedMigration(version=int(r[0]), name=str(r[1]), checksum=str(r[2]), compatible_from=int(r[3]))
+        migrate.AppliedMigration(
+            version=int(r[0]), name=str(r[1]), checksum=str(r[2]), compatible_from=int(r[3])
+        )
         for r in conn.execute(query).fetchall()
     ]
 
@@ -124,7 +126,9 @@ def run_migrations(conn: Conn, schema: str) -> base.MigrationReport:
         for mf in p.pending:
             _apply_one(conn, schema, mf)
             applied.append(mf.version)
-        return base.MigrationReport(before=p.current, after=applied[-1] if applied else p.current, applied=applied)
+        return base.MigrationReport(
+            before=p.current, after=applied[-1] if applied else p.current, applied=applied
+        )
     finally:
         if not conn.closed and not conn.broken:
             conn.execute("SELECT pg_advisory_unlock(%s)", (key,))

@@ -87,7 +87,15 @@ EXECUTOR_COLUMNS = (
     "lease_ms",
     "stopped_at",
 )
-INSERT_RESULT_COLUMNS = ("workflow_id", "name", "class_name", "config_name", "status", "queue_name", "created_at")
+INSERT_RESULT_COLUMNS = (
+    "workflow_id",
+    "name",
+    "class_name",
+    "config_name",
+    "status",
+    "queue_name",
+    "created_at",
+)
 STATE_COLUMNS = (
     "workflow_id",
     "status",

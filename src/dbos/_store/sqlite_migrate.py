@@ -131,6 +131,8 @@ def _reset_tables(conn: sqlite3.Connection, truncate: bool) -> None:
             "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, 5) = 'dbos_'"
         ).fetchall()
     ]
+    if truncate:  # keep the schema and its migration state (01 §3.4 rule 4)
+        names = [n for n in names if n not in ("dbos_schema_migrations", "dbos_app_schema_migrations")]
     for name in names:
         quoted = '"' + name.replace('"', '""') + '"'
         conn.execute(f"DELETE FROM {quoted}" if truncate else f"DROP TABLE {quoted}")

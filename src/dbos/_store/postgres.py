@@ -1,0 +1,844 @@
+"""The PostgreSQL system store (07 §6): psycopg 3 with a connection pool, LISTEN/NOTIFY, advisory locks.
+
+Single-statement ops run in autocommit (one round trip); the only multi-statement op, a child start with its
+parent checkpoint, runs one transaction in pipeline mode. Every write op is idempotent by its key (07 §7), so
+connection loss and contention are retried within the foreground budget.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeVar
+
+import psycopg
+import psycopg_pool
+
+from . import base
+from . import textcheck as tc
+from .postgres_conn import (
+    advisory_key,
+    channels,
+    check_server,
+    connect_kwargs,
+    is_missing_database,
+    listen_channels,
+    mask_password,
+    open_connection,
+    parse_url,
+)
+from .postgres_errors import classify_pg_error, with_retries
+from .postgres_live import Clock, LivenessConnection
+from .postgres_migrate import current_plan, reset_postgres, run_migrations
+from .postgres_sql import INTERNAL, WORKFLOW_COLUMNS, build_statements
+
+__all__ = ["PostgresStore", "reset_postgres", "classify_pg_error"]
+
+_log = logging.getLogger("dbos")
+
+T = TypeVar("T")
+Conn = psycopg.Connection[tuple[Any, ...]]
+Row = Sequence[Any]
+
+_WARN_EVERY_S = 30.0
+_POOL_CHECK_EVERY_S = 1.0
+_REGISTER_ATTEMPTS = 5
+_INSERT_ATTEMPTS = 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Row mapping
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _payload(text: str | None, serializer: str | None) -> base.Payload | None:
+    return None if text is None else base.Payload(text, serializer or "")
+
+
+def workflow_row(r: Row) -> base.WorkflowRow:
+    d = dict(zip(WORKFLOW_COLUMNS, r, strict=True))
+    roles = d["authenticated_roles"]
+    return base.WorkflowRow(
+        workflow_id=d["workflow_id"],
+        seq=d["seq"],
+        status=d["status"],
+        name=d["name"],
+        class_name=d["class_name"],
+        config_name=d["config_name"],
+        inputs=_payload(d["inputs"], d["inputs_serializer"]),
+        receiver=d["receiver"],
+        output=_payload(d["output"], d["outcome_serializer"]),
+        error=_payload(d["error"], d["outcome_serializer"]),
+        cancel_reason=d["cancel_reason"],
+        application_name=d["application_name"],
+        application_version=d["application_version"],
+        app_id=d["app_id"],
+        authenticated_user=d["authenticated_user"],
+        authenticated_roles=None if roles is None else list(json.loads(roles)),
+        assumed_role=d["assumed_role"],
+        queue_name=d["queue_name"],
+        deduplication_id=d["deduplication_id"],
+        priority=d["priority"],
+        partition_key=d["partition_key"],
+        delay_until_ms=d["delay_until"],
+        timeout_ms=d["timeout_ms"],
+        deadline_ms=d["deadline_ms"],
+        executor_id=d["executor_id"],
+        incarnation=d["incarnation"],
+        claim_token=d["claim_token"],
+        recovery_attempts=d["recovery_attempts"],
+        max_recovery_attempts=d["max_recovery_attempts"],
+        parent_workflow_id=d["parent_workflow_id"],
+        forked_from=d["forked_from"],
+        was_forked_from=bool(d["was_forked_from"]),
+        schedule_name=d["schedule_name"],
+        created_at=d["created_at"],
+        updated_at=d["updated_at"],
+        dequeued_at=d["dequeued_at"],
+        completed_at=d["completed_at"],
+    )
+
+
+def step_row(r: Row) -> base.StepRow:
+    wid, step_id, name, output, error, serializer, child, started, completed, token = r
+    return base.StepRow(
+        workflow_id=wid,
+        step_id=step_id,
+        name=name,
+        output=_payload(output, serializer),
+        error=_payload(error, serializer),
+        child_workflow_id=child,
+        started_at=started,
+        completed_at=completed,
+        write_token=token,
+    )
+
+
+def executor_row(r: Row) -> base.ExecutorRow:
+    return base.ExecutorRow(*r[:15])
+
+
+def _insert_result(kind: base.InsertKind, r: Row) -> base.InsertResult:
+    """`r` = (workflow_id, name, class_name, config_name, status, queue_name, created_at, deadline_ms, ...)."""
+    return base.InsertResult(kind, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parameters and the storable-text guard
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _check_new(new: base.NewWorkflow) -> None:
+    tc.check_id(new.workflow_id)
+    tc.check_name(new.name, "workflow name")
+    for value, what in (
+        (new.class_name, "class name"),
+        (new.config_name, "config name"),
+        (new.queue_name, "queue name"),
+        (new.partition_key, "partition key"),
+        (new.deduplication_id, "deduplication ID"),
+        (new.application_name, "application name"),
+        (new.application_version, "application version"),
+        (new.schedule_name, "schedule name"),
+    ):
+        tc.check_optional_text(value, tc.MAX_NAME_BYTES, what)
+    for value, what in ((new.parent_workflow_id, "parent workflow ID"), (new.forked_from, "forked-from ID")):
+        tc.check_optional_text(value, tc.MAX_ID_BYTES, what)
+    tc.check_storable_text(new.inputs.serializer, tc.MAX_SERIALIZER_BYTES, "serializer name")
+    tc.check_storable_text(new.creator_token, tc.MAX_NAME_BYTES, "creator token")
+    if new.owner is not None:
+        tc.check_name(new.owner[0], "executor ID")
+        tc.check_name(new.owner[2], "claim token")
+
+
+def _check_fence(fence: base.Fence) -> None:
+    tc.check_id(fence.workflow_id)
+    tc.check_name(fence.claim_token, "claim token")
+
+
+def _check_step(step: base.NewStep) -> None:
+    tc.check_name(step.name, "step name")
+    tc.check_name(step.write_token, "write token")
+    tc.check_optional_text(step.child_workflow_id, tc.MAX_ID_BYTES, "child workflow ID")
+    for p in (step.output, step.error):
+        if p is not None:
+            tc.check_storable_text(p.serializer, tc.MAX_SERIALIZER_BYTES, "serializer name")
+
+
+def _insert_params(new: base.NewWorkflow) -> dict[str, Any]:
+    executor_id, incarnation, claim_token = new.owner if new.owner is not None else (None, None, None)
+    roles = None if new.authenticated_roles is None else json.dumps(list(new.authenticated_roles))
+    return {
+        "workflow_id": new.workflow_id,
+        "status": new.status,
+        "name": new.name,
+        "class_name": new.class_name,
+        "config_name": new.config_name,
+        "inputs": new.inputs.text,
+        "receiver": new.receiver,
+        "inputs_serializer": new.inputs.serializer,
+        "application_name": new.application_name,
+        "application_version": new.application_version,
+        "app_id": new.app_id,
+        "authenticated_user": new.authenticated_user,
+        "authenticated_roles": roles,
+        "assumed_role": new.assumed_role,
+        "queue_name": new.queue_name,
+        "dedup_queue": new.queue_name if new.deduplication_id is not None else None,
+        "deduplication_id": new.deduplication_id,
+        "priority": new.priority,
+        "partition_key": new.partition_key,
+        "delay_until": new.delay_until_ms,
+        "timeout_ms": new.timeout_ms,
+        "deadline_ms": new.deadline_ms,
+        "deadline_from_now": new.deadline_from_now,
+        "executor_id": executor_id,
+        "incarnation": incarnation,
+        "claim_token": claim_token,
+        "recovery_attempts": new.recovery_attempts,
+        "max_recovery_attempts": new.max_recovery_attempts,
+        "parent_workflow_id": new.parent_workflow_id,
+        "forked_from": new.forked_from,
+        "schedule_name": new.schedule_name,
+        "attributes": new.attributes,
+        "creator_token": new.creator_token,
+        "internal": INTERNAL,
+    }
+
+
+def _step_params(fence: base.Fence, step: base.NewStep) -> dict[str, Any]:
+    payload = step.output if step.output is not None else step.error
+    return {
+        "workflow_id": fence.workflow_id,
+        "claim_token": fence.claim_token,
+        "step_id": step.step_id,
+        "name": step.name,
+        "output": None if step.output is None else step.output.text,
+        "error": None if step.error is None else step.error.text,
+        "serializer": None if payload is None else payload.serializer,
+        "child_workflow_id": step.child_workflow_id,
+        "started_at": step.started_at_ms,
+        "completed_at": step.completed_at_ms,
+        "write_token": step.write_token,
+    }
+
+
+def _step_verdict(row: Row | None, write_token: str) -> base.Write:
+    """After a refused step insert: my earlier attempt, a fence failure, or another writer's step."""
+    existing, fence_ok = (row[0], bool(row[1])) if row is not None else (None, False)
+    if existing == write_token:
+        return base.Write.APPLIED
+    if not fence_ok:
+        return base.Write.FENCED
+    return base.Write.CONFLICT if existing is not None else base.Write.FENCED
+
+
+def _unwrap_dbapi(conn: Any) -> Any:
+    """The driver connection behind a SQLAlchemy connection or pool proxy (or `conn` itself)."""
+    for _ in range(4):
+        if isinstance(conn, psycopg.Connection):
+            return conn
+        inner = getattr(conn, "driver_connection", None) or getattr(conn, "dbapi_connection", None)
+        if inner is None or inner is conn:
+            return conn
+        conn = inner
+    return conn
+
+
+def _init_error(message: str) -> Exception:
+    from ..error import DBOSInitializationError
+
+    return DBOSInitializationError(message)
+
+
+class _Rollback(Exception):
+    """Carries an insert result out of a transaction that must not commit."""
+
+    def __init__(self, result: base.InsertResult) -> None:
+        super().__init__(result.kind)
+        self.result = result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The store
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class PostgresStore:
+    backend: Literal["sqlite", "postgres"] = "postgres"
+
+    def __init__(self, url: str, settings: base.StoreSettings) -> None:
+        self.url = url
+        self.settings = settings
+        self.changes = base.ChangeFeed()
+        self.schema = settings.schema
+        tc.check_name(self.schema, "system database schema")
+        role = settings.role
+        label = "client" if role == "client" else (settings.application_name or "app")
+        self._spec = parse_url(url, app_label=label)
+        self._sql = build_statements(self.schema)
+        self._channels = channels(self.schema)
+        self._stats = base.StoreStats()
+        self._stats_lock = threading.Lock()
+        self._clock = Clock()
+        self._last_warning: dict[str, float] = {}
+        self._last_pool_check = 0.0
+        self._registration: tuple[str, int, int] | None = None  # (executor_id, incarnation, liveness key)
+        self._held_key: int | None = None
+        self._closed = False
+        first = self._open_first(create=settings.create_database and role != "client")
+        self._pool = self._make_pool(min_size=1 if role == "client" else 2)
+        self._live: LivenessConnection | None = None
+        if role == "executor":
+            listen = listen_channels(self.schema) if settings.use_listen_notify else None
+            self._live = LivenessConnection(
+                self._connect, self.changes, listen=listen, on_connect=self._on_live
+            )
+            self._live.start(first)
+        else:
+            first.close()
+
+    # lifecycle -------------------------------------------------------------------------------------------------
+
+    def _connect(self) -> Conn:
+        return psycopg.connect(self._spec.conninfo, **connect_kwargs(self._spec))
+
+    def _open_first(self, *, create: bool) -> Conn:
+        try:
+            conn = open_connection(self._spec, create=create)
+        except psycopg.Error as exc:
+            if is_missing_database(exc):
+                raise _init_error(
+                    f"system database {self._spec.dbname!r} does not exist at {mask_password(self.url)}"
+                ) from exc
+            raise classify_pg_error(exc, "open") from exc
+        try:
+            t0 = time.time()
+            server_ms = check_server(conn)
+            self._clock.add(server_ms, t0, time.time())
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _make_pool(self, *, min_size: int) -> psycopg_pool.ConnectionPool[Conn]:
+        max_size = max(self.settings.pool_size, min_size)
+        pool: psycopg_pool.ConnectionPool[Conn] = psycopg_pool.ConnectionPool(
+            self._spec.conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=10,
+            max_lifetime=3600,
+            max_idle=600,
+            check=None,
+            kwargs=connect_kwargs(self._spec),
+            open=False,
+            name=f"dbos-{self.schema}",
+        )
+        pool.open(wait=False)
+        return pool
+
+    def migrate(self) -> base.MigrationReport:
+        def attempt(_: int) -> base.MigrationReport:
+            with self._connect() as conn:
+                return run_migrations(conn, self.schema)
+
+        return with_retries("migrate", attempt)
+
+    def check_schema(
+        self,
+    ) -> Literal["current", "missing", "behind", "ahead_compatible", "ahead_incompatible"]:
+        return self._pooled("check_schema", lambda conn: current_plan(conn, self.schema).state)
+
+    def now_ms(self) -> int:
+        return self._clock.now_ms()
+
+    def stats(self) -> base.StoreStats:
+        with self._stats_lock:
+            s = self._stats
+            return base.StoreStats(s.commits, s.reads, s.round_trips, dict(s.by_op))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._live is not None:
+            self._live.close(timeout_s)
+        self._pool.close(timeout=timeout_s)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({mask_password(self.url)!r}, schema={self.schema!r})"
+
+    # plumbing --------------------------------------------------------------------------------------------------
+
+    def _count(
+        self, op: str, *, round_trips: int = 1, commit: bool = False, read: bool = False, calls: int = 1
+    ) -> None:
+        """`calls` counts toward `by_op`: one per autocommit statement or transaction, as on SQLite."""
+        with self._stats_lock:
+            s = self._stats
+            s.round_trips += round_trips
+            s.commits += int(commit)
+            s.reads += int(read)
+            s.by_op[op] = s.by_op.get(op, 0) + calls
+
+    def _one(self, conn: Conn, op: str, query: str, params: dict[str, Any], *, write: bool) -> Row | None:
+        row = conn.execute(query, params).fetchone()
+        self._count(op, commit=write, read=not write)
+        return row
+
+    def _all(self, conn: Conn, op: str, query: str, params: dict[str, Any], *, write: bool) -> list[Row]:
+        rows = conn.execute(query, params).fetchall()
+        self._count(op, commit=write, read=not write)
+        return list(rows)
+
+    def _on_error(self, err: base.StoreError) -> None:
+        now = time.monotonic()
+        cls = type(err).__name__
+        if isinstance(err, (base.ConnectionLost, base.Contention, base.StatementTimeout)):
+            if now - self._last_warning.get(cls, -_WARN_EVERY_S) >= _WARN_EVERY_S:
+                self._last_warning[cls] = now
+                _log.warning("PostgreSQL system database: %s during %s; retrying", cls, err.op)
+        if isinstance(err, base.ConnectionLost) and now - self._last_pool_check >= _POOL_CHECK_EVERY_S:
+            self._last_pool_check = now
+            threading.Thread(target=self._check_pool, name="dbos-pg-pool-check", daemon=True).start()
+        if isinstance(err, (base.UniqueViolation, base.MissingReference)):
+            _log.error("unexpected %s escaped %s: %s", cls, err.op, err)
+
+    def _check_pool(self) -> None:
+        try:
+            self._pool.check()
+        except Exception:
+            pass
+
+    def _ensure_open(self, op: str) -> None:
+        if self._closed:
+            raise base.UnknownStorageError("the system store is closed", op=op)
+
+    def _pooled(self, op: str, fn: Callable[[Conn], T]) -> T:
+        self._ensure_open(op)
+
+        def attempt(_: int) -> T:
+            with self._pool.connection() as conn:
+                return fn(conn)
+
+        return with_retries(op, attempt, on_error=self._on_error)
+
+    def _direct(self, op: str, fn: Callable[[Conn], T]) -> T:
+        """Executor bookkeeping on the liveness connection, which never waits for the pool (07 §8 rule 6)."""
+        if self._live is None:
+            return self._pooled(op, fn)
+        self._ensure_open(op)
+        live = self._live
+        return with_retries(op, lambda _: live.run(fn), on_error=self._on_error)
+
+    def _publish(self, changes: Sequence[base.Change]) -> None:
+        for change in changes:
+            self.changes.publish(change)
+
+    # workflows -------------------------------------------------------------------------------------------------
+
+    def insert_workflow(
+        self, new: base.NewWorkflow, *, parent: base.ParentLink | None = None
+    ) -> base.InsertResult:
+        _check_new(new)
+        params = _insert_params(new)
+        if parent is None:
+            result = self._pooled("insert_workflow", lambda conn: self._insert_once(conn, params, new))
+        else:
+            _check_fence(parent.fence)
+            tc.check_name(parent.step_name, "step name")
+            tc.check_name(parent.write_token, "write token")
+            params |= {
+                "p_workflow_id": parent.fence.workflow_id,
+                "p_claim_token": parent.fence.claim_token,
+                "p_step_id": parent.step_id,
+                "p_step_name": parent.step_name,
+                "p_write_token": parent.write_token,
+            }
+            result = self._pooled("insert_workflow", lambda conn: self._insert_child_once(conn, params, new))
+        if result.kind == "created" and result.status == "ENQUEUED":
+            self.changes.publish(base.Change("queue", (result.queue_name or INTERNAL,)))
+        return result
+
+    def _classify_existing(self, r: Row, new: base.NewWorkflow) -> base.InsertResult:
+        if r[8] == new.creator_token:  # an earlier attempt of this same start committed
+            return _insert_result("created", r)
+        same = (r[1], r[2], r[3]) == (new.name, new.class_name, new.config_name)
+        return _insert_result("existing" if same else "id_conflict", r)
+
+    def _insert_once(self, conn: Conn, params: dict[str, Any], new: base.NewWorkflow) -> base.InsertResult:
+        for _ in range(_INSERT_ATTEMPTS):
+            row = self._one(conn, "insert_workflow", self._sql.insert_workflow, params, write=True)
+            assert row is not None
+            if row[2] is not None:
+                return _insert_result("created", row[2:])
+            existing = self._one(conn, "insert_workflow", self._sql.existing_workflow, params, write=False)
+            if existing is not None:
+                return self._classify_existing(existing, new)
+        raise base.Contention("the workflow row kept vanishing during insert", op="insert_workflow")
+
+    def _insert_child_once(
+        self, conn: Conn, params: dict[str, Any], new: base.NewWorkflow
+    ) -> base.InsertResult:
+        try:
+            with conn.pipeline(), conn.transaction():
+                result = self._insert_child_tx(conn, params, new)
+        except _Rollback as rb:
+            self._count("insert_workflow", round_trips=1)
+            return rb.result
+        self._count("insert_workflow", commit=True)
+        return result
+
+    def _insert_child_tx(
+        self, conn: Conn, params: dict[str, Any], new: base.NewWorkflow
+    ) -> base.InsertResult:
+        """Inside the transaction: child insert and parent checkpoint in one statement, then verdicts."""
+        row = conn.execute(self._sql.insert_child, params).fetchone()
+        self._count("insert_workflow", round_trips=1, calls=0)
+        assert row is not None
+        fence_ok, step_inserted = bool(row[0]), bool(row[1])
+        if not fence_ok:
+            return base.InsertResult("fenced", new.workflow_id)
+        if row[2] is not None:
+            result = _insert_result("created", row[2:])
+        else:
+            existing = conn.execute(self._sql.existing_workflow, params).fetchone()
+            self._count("insert_workflow", round_trips=1, read=True, calls=0)
+            if existing is None:
+                raise base.Contention("the workflow row vanished during insert", op="insert_workflow")
+            result = self._classify_existing(existing, new)
+            if result.kind == "id_conflict":
+                raise _Rollback(result)
+        if not step_inserted:
+            step = conn.execute(self._sql.parent_step, params).fetchone()
+            self._count("insert_workflow", round_trips=1, read=True, calls=0)
+            if step is None or step[0] != params["p_write_token"]:
+                raise _Rollback(base.InsertResult("parent_conflict", new.workflow_id))
+        return result
+
+    def get_workflow(
+        self, workflow_id: str, *, load_input: bool = True, load_output: bool = True
+    ) -> base.WorkflowRow | None:
+        tc.check_id(workflow_id)
+        query = self._sql.get_workflow[(load_input, load_output)]
+        row = self._pooled(
+            "get_workflow",
+            lambda conn: self._one(conn, "get_workflow", query, {"workflow_id": workflow_id}, write=False),
+        )
+        return None if row is None else workflow_row(row)
+
+    def get_states(self, workflow_ids: Sequence[str]) -> dict[str, base.WorkflowState]:
+        ids = list(dict.fromkeys(workflow_ids))
+        for wid in ids:
+            tc.check_id(wid)
+        if not ids:
+            return {}
+        rows = self._pooled(
+            "get_states",
+            lambda conn: self._all(conn, "get_states", self._sql.get_states, {"ids": ids}, write=False),
+        )
+        found = {r[0]: base.WorkflowState(True, *r[1:]) for r in rows}
+        return {wid: found.get(wid, base.WorkflowState(False)) for wid in ids}
+
+    def record_outcome(self, fence: base.Fence, outcome: base.Outcome) -> base.OutcomeResult:
+        _check_fence(fence)
+        payload = outcome.output if outcome.output is not None else outcome.error
+        if payload is not None:
+            tc.check_storable_text(payload.serializer, tc.MAX_SERIALIZER_BYTES, "serializer name")
+        params = {
+            "workflow_id": fence.workflow_id,
+            "claim_token": fence.claim_token,
+            "status": outcome.status,
+            "output": None if outcome.output is None else outcome.output.text,
+            "error": None if outcome.error is None else outcome.error.text,
+            "serializer": None if payload is None else payload.serializer,
+        }
+        result, queue_name = self._pooled("record_outcome", lambda conn: self._outcome_once(conn, params))
+        if result.applied:
+            changes = [base.Change("wf", (fence.workflow_id,))]
+            if queue_name is not None:
+                changes.append(base.Change("queue", (queue_name,)))
+            self._publish(changes)
+        return result
+
+    def _outcome_once(self, conn: Conn, params: dict[str, Any]) -> tuple[base.OutcomeResult, str | None]:
+        row = self._one(conn, "record_outcome", self._sql.record_outcome, params, write=True)
+        if row is not None:
+            return base.OutcomeResult(True, row[0]), row[1]
+        cur = self._one(conn, "record_outcome", self._sql.outcome_after_refusal, params, write=False)
+        if cur is None:
+            return base.OutcomeResult(False, None), None
+        mine = cur[0] == params["status"] and cur[1] == params["claim_token"]
+        return base.OutcomeResult(mine, cur[0]), None
+
+    # steps -----------------------------------------------------------------------------------------------------
+
+    def load_checkpoints(self, workflow_ids: Sequence[str]) -> dict[str, dict[int, base.StepRow]]:
+        ids = list(dict.fromkeys(workflow_ids))
+        for wid in ids:
+            tc.check_id(wid)
+        out: dict[str, dict[int, base.StepRow]] = {wid: {} for wid in ids}
+        if not ids:
+            return out
+        rows = self._pooled(
+            "load_checkpoints",
+            lambda conn: self._all(
+                conn, "load_checkpoints", self._sql.load_checkpoints, {"ids": ids}, write=False
+            ),
+        )
+        for r in rows:
+            out[r[0]][r[1]] = step_row(r)
+        return out
+
+    def record_step(self, fence: base.Fence, step: base.NewStep) -> base.Write:
+        _check_fence(fence)
+        _check_step(step)
+        params = _step_params(fence, step)
+
+        def once(conn: Conn) -> base.Write:
+            if self._one(conn, "record_step", self._sql.record_step, params, write=True) is not None:
+                return base.Write.APPLIED
+            row = self._one(conn, "record_step", self._sql.step_after_refusal, params, write=False)
+            return _step_verdict(row, step.write_token)
+
+        return self._pooled("record_step", once)
+
+    def record_step_in(self, dbapi_conn: Any, fence: base.Fence, step: base.NewStep) -> base.Write:
+        _check_fence(fence)
+        _check_step(step)
+        params = _step_params(fence, step)
+        conn = _unwrap_dbapi(dbapi_conn)
+        try:
+            cur = conn.cursor()
+            cur.execute(self._sql.record_step, params)
+            if cur.fetchone() is not None:
+                result = base.Write.APPLIED
+            else:
+                cur.execute(self._sql.step_after_refusal, params)
+                result = _step_verdict(cur.fetchone(), step.write_token)
+        except psycopg.Error as exc:
+            raise classify_pg_error(exc, "record_step_in") from exc
+        self._count("record_step_in", round_trips=1 if result is base.Write.APPLIED else 2)
+        return result
+
+    def list_steps(self, workflow_id: str) -> list[base.StepRow]:
+        tc.check_id(workflow_id)
+        rows = self._pooled(
+            "list_steps",
+            lambda conn: self._all(
+                conn, "list_steps", self._sql.list_steps, {"workflow_id": workflow_id}, write=False
+            ),
+        )
+        return [step_row(r) for r in rows]
+
+    # claims ----------------------------------------------------------------------------------------------------
+
+    def claim(self, req: base.ClaimRequest) -> base.ClaimResult:
+        tc.check_name(req.queue_name, "queue name")
+        tc.check_name(req.executor_id, "executor ID")
+        tc.check_optional_text(req.application_name, tc.MAX_NAME_BYTES, "application name")
+        tc.check_optional_text(req.application_version, tc.MAX_NAME_BYTES, "application version")
+        tc.check_name(req.batch_token, "batch token")
+        names = sorted(req.registered)
+        for n in names:
+            tc.check_name(n, "workflow name")
+        if not names or req.max_rows <= 0:
+            return base.ClaimResult([], [])
+        params = {
+            "queue_name": req.queue_name,
+            "names": names,
+            "application_name": req.application_name,
+            "application_version": req.application_version,
+            "max_rows": min(req.max_rows, 1000),
+            "executor_id": req.executor_id,
+            "incarnation": req.incarnation,
+            "batch_token": req.batch_token,
+        }
+
+        def attempt(n: int) -> list[Row]:
+            with self._pool.connection() as conn:
+                if n > 0:  # an earlier attempt may have committed: its rows carry the batch token
+                    rows = self._all(conn, "claim", self._sql.claim_readback, params, write=False)
+                    if rows:
+                        return rows
+                return self._all(conn, "claim", self._sql.claim, params, write=True)
+
+        self._ensure_open("claim")
+        rows = with_retries("claim", attempt, on_error=self._on_error)
+        return self._claim_result(rows, req.queue_name)
+
+    def _claim_result(self, rows: list[Row], queue_name: str) -> base.ClaimResult:
+        cancelled: list[str] = sorted(rows[0][0] or []) if rows else []
+        claimed: list[base.ClaimedWorkflow] = []
+        for r in rows:
+            if r[2] is None:
+                continue
+            wf = workflow_row(r[2 : 2 + len(WORKFLOW_COLUMNS)])
+            prev_attempts, seeded = r[2 + len(WORKFLOW_COLUMNS)], r[3 + len(WORKFLOW_COLUMNS)]
+            may_have_steps = not (prev_attempts == 0 and not seeded)
+            fence = base.Fence(wf.workflow_id, wf.claim_token or "")
+            claimed.append(base.ClaimedWorkflow(fence, wf, may_have_steps))
+        claimed.sort(key=lambda c: (-c.row.priority, c.row.seq))
+        if cancelled:
+            changes = [base.Change("wf", (wid,)) for wid in cancelled]
+            self._publish([*changes, base.Change("queue", (queue_name,))])
+        return base.ClaimResult(claimed, cancelled)
+
+    def release(self, fences: Sequence[base.Fence], *, refund_attempt: bool) -> list[str]:
+        ordered = sorted({(f.workflow_id, f.claim_token) for f in fences})
+        for wid, token in ordered:
+            _check_fence(base.Fence(wid, token))
+        if not ordered:
+            return []
+        params = {
+            "ids": [wid for wid, _ in ordered],
+            "tokens": [token for _, token in ordered],
+            "refund": refund_attempt,
+            "internal": INTERNAL,
+        }
+        rows = self._pooled(
+            "release", lambda conn: self._all(conn, "release", self._sql.release, params, write=True)
+        )
+        return self._requeued(rows)
+
+    def _requeued(self, rows: list[Row]) -> list[str]:
+        """IDs of re-enqueued rows (workflow_id, queue_name, ...), publishing one `queue` change per queue."""
+        ids = [r[0] for r in rows if r[0] is not None]
+        queues = sorted({r[1] for r in rows if r[0] is not None})
+        self._publish([base.Change("queue", (q,)) for q in queues])
+        return ids
+
+    # executors -------------------------------------------------------------------------------------------------
+
+    def register_executor(self, reg: base.ExecutorRegistration) -> base.Registration:
+        tc.check_name(reg.executor_id, "executor ID")
+        tc.check_optional_text(reg.application_name, tc.MAX_NAME_BYTES, "application name")
+        tc.check_optional_text(reg.application_version, tc.MAX_NAME_BYTES, "application version")
+        tc.check_name(reg.hostname, "hostname")
+        tc.check_name(reg.host_identity, "host identity")
+        tc.check_optional_text(reg.process_start, tc.MAX_NAME_BYTES, "process start")
+        params = {
+            "executor_id": reg.executor_id,
+            "application_name": reg.application_name,
+            "application_version": reg.application_version,
+            "hostname": reg.hostname,
+            "host_identity": reg.host_identity,
+            "pid": reg.pid,
+            "process_start": reg.process_start,
+            "heartbeat_interval_ms": reg.heartbeat_interval_ms,
+            "lease_ms": reg.lease_ms,
+            "queues": "{}",
+        }
+        row = self._direct("register_executor", lambda conn: self._register_once(conn, params))
+        incarnation = int(row[0])
+        registration = base.Registration(incarnation, list(row[1] or []), bool(row[2]), int(row[3]))
+        if self._live is not None:
+            key = advisory_key(self.schema, "liveness", reg.executor_id, str(incarnation))
+            self._registration = (reg.executor_id, incarnation, key)
+            self._direct("register_executor", self._take_liveness_lock)
+        self.changes.publish(base.Change("ctl", ("executors",)))
+        return registration
+
+    def _register_once(self, conn: Conn, params: dict[str, Any]) -> Row:
+        for attempt in range(_REGISTER_ATTEMPTS):
+            try:
+                row = self._one(conn, "register_executor", self._sql.register_executor, params, write=True)
+                assert row is not None
+                return row
+            except psycopg.errors.UniqueViolation:
+                # A concurrent registration of the same ID took the same incarnation number: recount.
+                if attempt + 1 == _REGISTER_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _take_liveness_lock(self, conn: Conn) -> None:
+        """Take this incarnation's advisory lock on the liveness connection and record its key (07 §6.5)."""
+        if self._registration is None:
+            return
+        executor_id, incarnation, key = self._registration
+        if self._held_key is not None and self._held_key != key and not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (self._held_key,))
+            self._count("liveness_lock")
+        self._held_key = None
+        params = {"key": key, "executor_id": executor_id, "incarnation": incarnation}
+        row = self._one(conn, "liveness_lock", self._sql.take_liveness_lock, params, write=True)
+        if row is not None and row[0]:
+            self._held_key = key
+        else:
+            _log.warning(
+                "liveness lock of executor %r is already held (hash collision?); peers use leases",
+                executor_id,
+            )
+
+    def _on_live(self, conn: Conn) -> None:
+        """A (re)connected liveness connection: the lock belongs to the session, so take it again."""
+        self._held_key = None
+        if self._registration is not None:
+            self._take_liveness_lock(conn)
+
+    def heartbeat(self, executor_id: str, incarnation: int) -> base.Heartbeat:
+        tc.check_name(executor_id, "executor ID")
+        params = {"executor_id": executor_id, "incarnation": incarnation}
+
+        def once(conn: Conn) -> Row:
+            t0 = time.time()
+            row = self._one(conn, "heartbeat", self._sql.heartbeat, params, write=True)
+            assert row is not None
+            self._clock.add(int(row[2]), t0, time.time())
+            return row
+
+        row = self._direct("heartbeat", once)
+        return base.Heartbeat(bool(row[0]), bool(row[1]), int(row[2]))
+
+    def find_dead(self, application_name: str | None) -> list[base.DeadCandidate]:
+        tc.check_optional_text(application_name, tc.MAX_NAME_BYTES, "application name")
+        uptime = self._live.uptime_ms() if self._live is not None else -1
+        params = {"application_name": application_name, "uptime_ms": uptime}
+        rows = self._pooled(
+            "find_dead", lambda conn: self._all(conn, "find_dead", self._sql.find_dead, params, write=False)
+        )
+        return [base.DeadCandidate(executor_row(r), bool(r[15]) or bool(r[16])) for r in rows]
+
+    def take_over(self, executor_id: str, incarnation: int, *, require_expired: bool) -> list[str]:
+        tc.check_name(executor_id, "executor ID")
+        params = {
+            "executor_id": executor_id,
+            "incarnation": incarnation,
+            "require_expired": require_expired,
+            "internal": INTERNAL,
+        }
+        rows = self._direct(
+            "take_over", lambda conn: self._all(conn, "take_over", self._sql.take_over, params, write=True)
+        )
+        self.changes.publish(base.Change("ctl", ("executors",)))
+        return self._requeued(rows)
+
+    def requeue_orphans(self, application_name: str | None) -> list[str]:
+        tc.check_optional_text(application_name, tc.MAX_NAME_BYTES, "application name")
+        params = {"application_name": application_name, "internal": INTERNAL}
+        rows = self._pooled(
+            "requeue_orphans",
+            lambda conn: self._all(conn, "requeue_orphans", self._sql.requeue_orphans, params, write=True),
+        )
+        return self._requeued(rows)
+
+    def mark_stopped(self, executor_id: str, incarnation: int) -> None:
+        tc.check_name(executor_id, "executor ID")
+        params = {"executor_id": executor_id, "incarnation": incarnation}
+        row = self._direct(
+            "mark_stopped",
+            lambda conn: self._one(conn, "mark_stopped", self._sql.mark_stopped, params, write=True),
+        )
+        if row is not None:
+            self.changes.publish(base.Change("ctl", ("executors",)))
+
+    def list_executors(self, *, include_inactive: bool) -> list[base.ExecutorRow]:
+        query = self._sql.list_all_executors if include_inactive else self._sql.list_executors
+        rows = self._pooled(
+            "list_executors", lambda conn: self._all(conn, "list_executors", query, {}, write=False)
+        )
+        return [executor_row(r) for r in rows]
