@@ -36,6 +36,7 @@ RESULT_MARKER = "BENCH_RESULT "
 READY_MARKER = "BENCH_READY "
 APP_NAME = "dbosbench"
 BLOCK_ENV = "DBOS_BENCH_BLOCK_S"
+SQLITE_PREWARM_COMMITS = 1200
 
 
 # --- workflows (module level, always registered) -------------------------------------------------------------
@@ -143,46 +144,105 @@ def _memory_kb() -> dict[str, int]:
     return out
 
 
+class RawCommit:
+    """One single-row INSERT + COMMIT with no library in between: the database's limit.
+
+    SQLite: its own file in a fresh temporary directory, WAL, ``synchronous=FULL``, ``BEGIN IMMEDIATE`` ...
+    ``COMMIT`` (what a durable store does per write). Postgres: an autocommit INSERT on one psycopg connection
+    to the benchmark's database.
+    """
+
+    def __init__(self, backend: str, db_url: str) -> None:
+        self.backend = backend
+        self.info: dict[str, Any] = {}
+        if backend == "sqlite":
+            import sqlite3
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="dbos-bench-commit-")
+            self.con: Any = sqlite3.connect(
+                os.path.join(self._tmp.name, "commit.sqlite"), isolation_level=None
+            )
+            mode = self.con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            self.con.execute("PRAGMA synchronous=FULL")
+            self.con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+            self.info = {
+                "journal_mode": mode,
+                "synchronous": "FULL",
+                "sqlite_version": sqlite3.sqlite_version,
+            }
+            # Until the WAL first wraps (auto-checkpoint at 1,000 pages, about one page per commit here) every
+            # commit grows the -wal file, and fdatasync must flush the size too. A long-running store is past
+            # that point, so reach it before measuring: it is the steady-state limit that matters.
+            for _ in range(SQLITE_PREWARM_COMMITS):
+                self.one()
+        else:
+            import psycopg
+
+            self.con = psycopg.connect(db_url, autocommit=True)
+            table = f"bench_commit_{os.getpid()}"
+            self.con.execute(f"CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, v TEXT NOT NULL)")
+            self._insert = f"INSERT INTO {table} (v) VALUES (%s)"
+            row = self.con.execute("SHOW server_version").fetchone()
+            sync = self.con.execute("SHOW synchronous_commit").fetchone()
+            self.info = {
+                "server_version": row[0] if row else None,
+                "synchronous_commit": sync[0] if sync else None,
+            }
+
+    def one(self) -> None:
+        if self.backend == "sqlite":
+            self.con.execute("BEGIN IMMEDIATE")
+            self.con.execute("INSERT INTO t (v) VALUES (?)", ("x",))
+            self.con.execute("COMMIT")
+        else:
+            self.con.execute(self._insert, ("x",))
+
+    def close(self) -> None:
+        self.con.close()
+        if self.backend == "sqlite":
+            self._tmp.cleanup()
+
+
+def _probe(backend: str, db_url: str) -> RawCommit | None:
+    """A raw-commit probe to interleave with a library scenario; None if this environment cannot make one."""
+    try:
+        return RawCommit(backend, db_url)
+    except Exception as e:
+        print(f"no interleaved commit probe: {e}", file=sys.stderr)
+        return None
+
+
+def _measure(fns: dict[str, Any], n: int, warmup: int, probe: RawCommit | None) -> dict[str, list[float]]:
+    """Time each function `n` times, round-robin, with a raw commit in each round when `probe` is given."""
+    if probe is not None:
+        fns = {"commit_probe": probe.one, **fns}
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(n):
+        for name, fn in fns.items():
+            samples[name].append(_timed(fn))
+    return samples
+
+
+def _probe_fields(samples: dict[str, list[float]]) -> dict[str, Any]:
+    if "commit_probe" not in samples:
+        return {}
+    st = _stats_us(samples["commit_probe"])
+    return {"commit_probe_us": st["median"], "commit_probe_p90_us": st["p90"]}
+
+
 # --- scenarios ----------------------------------------------------------------------------------------------
 def scenario_commit(backend: str, db_url: str, n: int, warmup: int) -> dict[str, Any]:
     """The database limit: one single-row INSERT + COMMIT, measured without any library."""
-    samples: list[float] = []
-    if backend == "sqlite":
-        import sqlite3
-
-        with tempfile.TemporaryDirectory(prefix="dbos-bench-commit-") as tmp:
-            con = sqlite3.connect(os.path.join(tmp, "commit.sqlite"), isolation_level=None)
-            mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            con.execute("PRAGMA synchronous=FULL")
-            con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-
-            def one() -> None:
-                con.execute("BEGIN IMMEDIATE")
-                con.execute("INSERT INTO t (v) VALUES (?)", ("x",))
-                con.execute("COMMIT")
-
-            for _ in range(warmup):
-                one()
-            samples = [_timed(one) for _ in range(n)]
-            con.close()
-        extra: dict[str, Any] = {"journal_mode": mode, "synchronous": "FULL", "sqlite_version": sqlite3.sqlite_version}
-    else:
-        import psycopg
-
-        with psycopg.connect(db_url, autocommit=True) as con:
-            con.execute("CREATE TABLE bench_commit (id BIGSERIAL PRIMARY KEY, v TEXT NOT NULL)")
-
-            def one() -> None:
-                con.execute("INSERT INTO bench_commit (v) VALUES (%s)", ("x",))
-
-            for _ in range(warmup):
-                one()
-            samples = [_timed(one) for _ in range(n)]
-            row = con.execute("SHOW server_version").fetchone()
-            sync = con.execute("SHOW synchronous_commit").fetchone()
-        extra = {"server_version": row[0] if row else None, "synchronous_commit": sync[0] if sync else None}
+    raw = RawCommit(backend, db_url)
+    try:
+        samples = _measure({"commit": raw.one}, n, warmup, None)["commit"]
+    finally:
+        raw.close()
     st = _stats_us(samples)
-    return {"figures": {"commit_us": {"value": st["median"], "unit": "us", "n": n, **_rest(st), **extra}}}
+    return {"figures": {"commit_us": {"value": st["median"], "unit": "us", "n": n, **_rest(st), **raw.info}}}
 
 
 def _rest(st: dict[str, Any]) -> dict[str, Any]:
@@ -190,24 +250,22 @@ def _rest(st: dict[str, Any]) -> dict[str, Any]:
 
 
 def scenario_sequential(backend: str, db_url: str, n: int, warmup: int) -> dict[str, Any]:
-    """Direct sequential calls of an empty and of a 10-step workflow, interleaved so drift affects both alike."""
+    """Direct sequential calls of an empty and a 10-step workflow (and a raw commit), round-robin, so that
+    machine drift affects all three alike."""
     _launch(db_url)
+    probe = _probe(backend, db_url)
     try:
-        for _ in range(warmup):
-            empty_workflow()
-            ten_step_workflow()
-        empty: list[float] = []
-        ten: list[float] = []
-        for _ in range(n):
-            empty.append(_timed(empty_workflow))
-            ten.append(_timed(ten_step_workflow))
+        samples = _measure({"empty": empty_workflow, "ten": ten_step_workflow}, n, warmup, probe)
     finally:
         DBOS.destroy()
-    e, t = _stats_us(empty), _stats_us(ten)
+        if probe is not None:
+            probe.close()
+    e, t = _stats_us(samples["empty"]), _stats_us(samples["ten"])
     per_step = (t["median"] - e["median"]) / 10
+    probe_fields = _probe_fields(samples)
     return {
         "figures": {
-            "empty_workflow_us": {"value": e["median"], "unit": "us", "n": n, **_rest(e)},
+            "empty_workflow_us": {"value": e["median"], "unit": "us", "n": n, **_rest(e), **probe_fields},
             "step_overhead_us": {
                 "value": per_step,
                 "unit": "us",
@@ -215,6 +273,7 @@ def scenario_sequential(backend: str, db_url: str, n: int, warmup: int) -> dict[
                 "ten_step_median_us": t["median"],
                 "ten_step_p90_us": t["p90"],
                 "empty_median_us": e["median"],
+                **probe_fields,
             },
         }
     }
@@ -223,20 +282,22 @@ def scenario_sequential(backend: str, db_url: str, n: int, warmup: int) -> dict[
 def scenario_start_get_result(backend: str, db_url: str, n: int, warmup: int) -> dict[str, Any]:
     """`DBOS.start_workflow(wf).get_result()` of a trivial (empty) workflow, sequentially."""
     _launch(db_url)
+    probe = _probe(backend, db_url)
 
     def one() -> None:
         if DBOS.start_workflow(empty_workflow).get_result() != 0:
             raise RuntimeError("unexpected result")
 
     try:
-        for _ in range(warmup):
-            one()
-        samples = [_timed(one) for _ in range(n)]
+        samples = _measure({"start": one}, n, warmup, probe)
     finally:
         DBOS.destroy()
-    st = _stats_us(samples)
+        if probe is not None:
+            probe.close()
+    st = _stats_us(samples["start"])
     ms = {k: (v / 1000 if k != "n" else v) for k, v in st.items()}
-    return {"figures": {"start_get_result_ms": {"value": ms["median"], "unit": "ms", "n": n, **_rest(ms)}}}
+    fig = {"value": ms["median"], "unit": "ms", "n": n, **_rest(ms), **_probe_fields(samples)}
+    return {"figures": {"start_get_result_ms": fig}}
 
 
 def scenario_rss(backend: str, db_url: str, n: int, warmup: int) -> dict[str, Any]:
@@ -279,7 +340,12 @@ def scenario_recovery_child(backend: str, db_url: str, n: int, warmup: int) -> d
             DBOS.start_workflow(recovery_workflow, i)
     started = time.perf_counter() - t0
     ok = BLOCKING_ENTERED.reached.wait(timeout=max(60.0, n * 0.2))
-    ready = {"blocked": BLOCKING_ENTERED.count, "ok": ok, "start_s": started, "ready_s": time.perf_counter() - t0}
+    ready = {
+        "blocked": BLOCKING_ENTERED.count,
+        "ok": ok,
+        "start_s": started,
+        "ready_s": time.perf_counter() - t0,
+    }
     print(READY_MARKER + json.dumps(ready), flush=True)
     time.sleep(3600)
     return {}
@@ -323,11 +389,14 @@ def scenario_recovery_restart(backend: str, db_url: str, n: int, warmup: int) ->
         "n": n,
         "launch_s": launch_s,
         "bodies_done_s": bodies_s,
+        "confirm_s": total_s - bodies_s,
         "status_sweeps": sweeps,
         "bodies_run": BODIES_DONE.count,
     }
     if pending or bad:
-        fig["error"] = f"{len(pending)} workflow(s) not SUCCESS after {total_s:.1f}s; {len(bad)} failed: {bad}"[:500]
+        fig["error"] = (
+            f"{len(pending)} workflow(s) not SUCCESS after {total_s:.1f}s; {len(bad)} failed: {bad}"[:500]
+        )
     return {"figures": {"recovery_1000_s": fig}}
 
 
@@ -356,7 +425,9 @@ def scenario_recovery(backend: str, db_url: str, n: int, warmup: int) -> dict[st
             os.kill(child.pid, signal.SIGKILL)
         child.wait()
     if ready is None or not ready.get("ok"):
-        raise RuntimeError(f"recovery child never got all {n} workflows blocked: {ready}; {''.join(stderr_tail)[-800:]}")
+        raise RuntimeError(
+            f"recovery child never got all {n} workflows blocked: {ready}; {''.join(stderr_tail)[-800:]}"
+        )
     env = {k: v for k, v in os.environ.items() if k != BLOCK_ENV}
     proc = subprocess.run(
         [sys.executable, me, "recovery_restart", backend, db_url, "--n", str(n)],

@@ -76,8 +76,12 @@ def two_steps(x: int) -> int:
 def insert_row(wid: str, value: int) -> int:
     ledger("txn")
     session = DBOS.sql_session
-    session.execute(sqlalchemy.text("CREATE TABLE IF NOT EXISTS crash_rows (wid TEXT NOT NULL, value INTEGER NOT NULL)"))
-    session.execute(sqlalchemy.text("INSERT INTO crash_rows (wid, value) VALUES (:w, :v)"), {"w": wid, "v": value})
+    session.execute(
+        sqlalchemy.text("CREATE TABLE IF NOT EXISTS crash_rows (wid TEXT NOT NULL, value INTEGER NOT NULL)")
+    )
+    session.execute(
+        sqlalchemy.text("INSERT INTO crash_rows (wid, value) VALUES (:w, :v)"), {"w": wid, "v": value}
+    )
     if HOLD_IN_TXN:
         session.flush()
         marker("IN_TXN")

@@ -38,7 +38,9 @@ STEP_TIMEOUT = 30.0  # bound on every wait for a subprocess or a marker
 class App:
     """One crash_app.py subprocess; stdout is read by a thread so markers can be awaited with a timeout."""
 
-    def __init__(self, tmp: Path, db_url: str, scenario: str, *args: str, failpoints: str | None = None) -> None:
+    def __init__(
+        self, tmp: Path, db_url: str, scenario: str, *args: str, failpoints: str | None = None
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DBOS")}
         if failpoints is not None:
             env["DBOS_FAILPOINTS"] = failpoints
@@ -74,7 +76,9 @@ class App:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.kill()
-                pytest.fail(f"no {prefix!r} marker within {timeout}s; stdout={self.lines} stderr={self.stderr()}")
+                pytest.fail(
+                    f"no {prefix!r} marker within {timeout}s; stdout={self.lines} stderr={self.stderr()}"
+                )
             try:
                 line = self._q.get(timeout=left)
             except queue.Empty:
@@ -111,7 +115,9 @@ class App:
 
     def expect_killed(self, timeout: float = STEP_TIMEOUT) -> None:
         rc = self.finish(timeout)
-        assert rc == -signal.SIGKILL, f"expected death by SIGKILL, got rc={rc}; stdout={self.lines} stderr={self.stderr()}"
+        assert rc == -signal.SIGKILL, (
+            f"expected death by SIGKILL, got rc={rc}; stdout={self.lines} stderr={self.stderr()}"
+        )
 
     def expect_clean_exit(self, timeout: float = STEP_TIMEOUT) -> None:
         rc = self.finish(timeout)
@@ -135,7 +141,9 @@ def apps() -> Any:
             a._stderr.close()
 
 
-def spawn(apps: list[App], tmp: Path, db_url: str, scenario: str, *args: str, failpoints: str | None = None) -> App:
+def spawn(
+    apps: list[App], tmp: Path, db_url: str, scenario: str, *args: str, failpoints: str | None = None
+) -> App:
     a = App(tmp, db_url, scenario, *args, failpoints=failpoints)
     apps.append(a)
     return a
@@ -148,7 +156,9 @@ def ledger_counts(path: Path) -> Counter[str]:
 
 
 def ledger_pids(path: Path, label: str) -> list[int]:
-    return [int(ln.rsplit(" ", 1)[1]) for ln in path.read_text().splitlines() if ln.rsplit(" ", 1)[0] == label]
+    return [
+        int(ln.rsplit(" ", 1)[1]) for ln in path.read_text().splitlines() if ln.rsplit(" ", 1)[0] == label
+    ]
 
 
 def open_store(db_url: str) -> Any:
@@ -213,8 +223,14 @@ def test_killed_two_step_workflow_is_finished_by_restarted_process(
 
     # Checkpointed steps are never re-executed; a step killed before its checkpoint runs once more (at least once).
     pid = {"A": first.proc.pid, "B": second.proc.pid}
-    assert ledger_pids(first.ledger, "step1") == [pid[c] for c in step1_runners], (before, ledger_counts(first.ledger))
-    assert ledger_pids(first.ledger, "step2") == [pid[c] for c in step2_runners], (before, ledger_counts(first.ledger))
+    assert ledger_pids(first.ledger, "step1") == [pid[c] for c in step1_runners], (
+        before,
+        ledger_counts(first.ledger),
+    )
+    assert ledger_pids(first.ledger, "step2") == [pid[c] for c in step2_runners], (
+        before,
+        ledger_counts(first.ledger),
+    )
     _, steps = assert_taken_over(db_url, WID, first.proc.pid)
     assert [(s.step_id, short(s.name)) for s in steps] == [(1, "step_one"), (2, "step_two")]
 
@@ -237,7 +253,9 @@ def count_rows(db_url: str, wid: str) -> int:
         return int(row[0])
 
 
-def test_killed_after_transaction_commit_row_exists_once(db_url: str, tmp_path: Path, apps: list[App]) -> None:
+def test_killed_after_transaction_commit_row_exists_once(
+    db_url: str, tmp_path: Path, apps: list[App]
+) -> None:
     # The transaction shares the system database, so its checkpoint commits with the INSERT; the process dies at
     # the durable sleep that follows it.
     first = spawn(apps, tmp_path, db_url, "txn", "--wid", WID, failpoints="sleep.after_record=kill@1")
@@ -257,7 +275,9 @@ def test_killed_after_transaction_commit_row_exists_once(db_url: str, tmp_path: 
     assert [short(s.name) for s in steps] == ["insert_row", "DBOS.sleep", "after_txn"]
 
 
-def test_killed_inside_transaction_rolls_back_and_reruns_once(db_url: str, tmp_path: Path, apps: list[App]) -> None:
+def test_killed_inside_transaction_rolls_back_and_reruns_once(
+    db_url: str, tmp_path: Path, apps: list[App]
+) -> None:
     first = spawn(apps, tmp_path, db_url, "txn", "--wid", WID, "--hold-in-txn")
     first.wait_for("IN_TXN")  # the INSERT is flushed but not committed
     first.kill()
@@ -269,7 +289,9 @@ def test_killed_inside_transaction_rolls_back_and_reruns_once(db_url: str, tmp_p
     counts = ledger_counts(first.ledger)
     assert counts["txn"] == 2, "the uncommitted transaction body runs again after recovery"
     assert counts["after_txn"] == 1
-    assert count_rows(db_url, WID) == 1, "the killed attempt's INSERT was rolled back; only the retry's row exists"
+    assert count_rows(db_url, WID) == 1, (
+        "the killed attempt's INSERT was rolled back; only the retry's row exists"
+    )
     _, steps = assert_taken_over(db_url, WID, first.proc.pid)
     assert [short(s.name) for s in steps] == ["insert_row", "DBOS.sleep", "after_txn"]
 
@@ -294,7 +316,9 @@ def test_killed_during_sleep_resumes_remaining_time(db_url: str, tmp_path: Path,
     # Measured inside the restarted process from the end of launch to the result: the 2 s sleep was not restarted.
     assert elapsed < 1.8, f"recovered workflow took {elapsed:.3f}s after launch; the sleep restarted?"
     # ...and not cut short either: the whole sleep still lasted about 2 s from when it was recorded.
-    assert t_done - t_recorded >= 1.9, f"sleep ended after {t_done - t_recorded:.3f}s, before its wake-up time"
+    assert t_done - t_recorded >= 1.9, (
+        f"sleep ended after {t_done - t_recorded:.3f}s, before its wake-up time"
+    )
     assert ledger_counts(first.ledger) == Counter({"before_sleep": 1, "after_sleep": 1})
 
     row, steps = assert_taken_over(db_url, WID, first.proc.pid)
@@ -303,7 +327,9 @@ def test_killed_during_sleep_resumes_remaining_time(db_url: str, tmp_path: Path,
     assert sleep_step.output is not None
     wake_ms = SerializerSet().deserialize_value(sleep_step.output)
     assert isinstance(wake_ms, int)
-    assert row.completed_at is not None and row.completed_at >= wake_ms, "completed before the recorded wake-up"
+    assert row.completed_at is not None and row.completed_at >= wake_ms, (
+        "completed before the recorded wake-up"
+    )
     assert row.completed_at - wake_ms < 1500
 
 

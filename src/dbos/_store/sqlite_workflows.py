@@ -288,16 +288,17 @@ LIMIT ?
 _CANCEL_EXPIRED = """
 UPDATE dbos_workflows
 SET status = 'CANCELLED', cancel_reason = 'deadline', completed_at = ?, updated_at = ?
-WHERE workflow_id IN (SELECT value FROM json_each(?)) AND status = 'ENQUEUED'
+WHERE workflow_id IN (SELECT value FROM json_each(?)) AND +status = 'ENQUEUED'
 RETURNING workflow_id
 """
-# randomblob(16) gives each row its own 128-bit claim token inside one statement.
+# randomblob(16) gives each row its own 128-bit claim token inside one statement. `+status` keeps the planner
+# on the workflow_id index instead of scanning every ENQUEUED row.
 _CLAIM = """
 UPDATE dbos_workflows
 SET status = 'PENDING', executor_id = ?, incarnation = ?, claim_token = lower(hex(randomblob(16))),
     claim_batch = ?, dequeued_at = ?, updated_at = ?, recovery_attempts = recovery_attempts + 1,
     application_version = COALESCE(application_version, ?), deadline_ms = COALESCE(deadline_ms, ? + timeout_ms)
-WHERE workflow_id IN (SELECT value FROM json_each(?)) AND status = 'ENQUEUED'
+WHERE workflow_id IN (SELECT value FROM json_each(?)) AND +status = 'ENQUEUED'
 RETURNING *
 """
 _BATCH_READBACK = """
