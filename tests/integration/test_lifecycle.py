@@ -267,3 +267,58 @@ def test_decorated_after_launch_runs(db_url: str) -> None:
 
 def _unused(_: Callable[[], None]) -> None:  # keeps imports honest for type checkers
     os.getpid()
+
+
+def test_script_without_destroy_exits_promptly(db_url: str, tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "no_destroy.py"
+    script.write_text(
+        "import sys, time\n"
+        "from dbos import DBOS\n"
+        "DBOS(config={'name': 'exit-app', 'system_database_url': sys.argv[1]})\n"
+        "@DBOS.workflow()\n"
+        "def wf():\n"
+        "    DBOS.sleep(30)\n"
+        "DBOS.launch()\n"
+        "DBOS.start_workflow(wf)\n"
+        "time.sleep(0.3)\n"
+    )
+    start = time.monotonic()
+    subprocess.run([sys.executable, str(script), db_url], check=True, timeout=20)
+    assert time.monotonic() - start < 3.0 + 2.0  # interpreter start-up plus the 3 s bound
+
+
+def test_max_recovery_attempts_dead_letters(db_url: str) -> None:
+    from dbos.error import DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded
+
+    gate = threading.Event()
+
+    @DBOS.workflow(max_recovery_attempts=2)
+    def stuck() -> str:
+        gate.wait(10)
+        DBOS.sleep(0.01)
+        return "finished"
+
+    DBOS(config={"name": "dead-letter", "system_database_url": db_url})
+    DBOS.launch()
+    with SetWorkflowID("dl-1"):
+        DBOS.start_workflow(stuck)
+    for expected_attempts in (2, 3):
+        time.sleep(0.2)
+        DBOS.recover_pending_workflows()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            st = DBOS.get_workflow_status("dl-1")
+            if st is not None and st.recovery_attempts == expected_attempts and st.status == "PENDING":
+                break
+            time.sleep(0.02)
+        assert st is not None and st.recovery_attempts == expected_attempts
+    time.sleep(0.2)
+    DBOS.recover_pending_workflows()
+    with pytest.raises(DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded):
+        DBOS.retrieve_workflow("dl-1").get_result()
+    gate.set()
+    st = DBOS.get_workflow_status("dl-1")
+    assert st is not None and st.status == "MAX_RECOVERY_ATTEMPTS_EXCEEDED" and st.completed_at is not None

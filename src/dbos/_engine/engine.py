@@ -16,6 +16,7 @@ from .._serialization import SerializerSet
 from .._store import open_system_store
 from .._store.base import StoreSettings, SystemStore
 from .execution import Execution
+from .threads import DaemonPool
 from .waits import WakeRegistry
 
 T = TypeVar("T")
@@ -55,9 +56,7 @@ class Engine:
         self.wake = WakeRegistry()
         self.store: SystemStore | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        self.workflow_pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=settings.max_executor_threads, thread_name_prefix="dbos-workflow"
-        )
+        self.workflow_pool = DaemonPool(settings.max_executor_threads, "dbos-workflow")
         self.io_pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="dbos-io")
         self._busy = 0
         self._busy_lock = threading.Lock()
@@ -107,7 +106,7 @@ class Engine:
         deadline = time.monotonic() + timeout_s
         for t in self.background:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
-        self.workflow_pool.shutdown(wait=False, cancel_futures=True)
+        self.workflow_pool.shutdown()
         self.io_pool.shutdown(wait=False, cancel_futures=True)
         if self.loop_thread is not None:
             self.loop_thread.stop()
