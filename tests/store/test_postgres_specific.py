@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 import uuid
@@ -117,7 +118,7 @@ def wait_until(pred: Callable[[], bool], timeout: float) -> bool:
 
 def admin_query(url: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(query, params)  # type: ignore[arg-type]
+        cur = conn.execute(query, params)
         return cur.fetchall() if cur.description else []
 
 
@@ -414,9 +415,55 @@ def test_record_step_in_sqlalchemy_connection(pg_url: str, opened: Callable[...,
             step = NewStep(1, "tx", Payload("1", "json"), None, "tok")
             assert s.record_step_in(raw, fence_of(new), step) is base.Write.APPLIED
             assert s.record_step_in(raw.driver_connection, fence_of(new), step) is base.Write.APPLIED
+            assert s.record_step_in(conn, fence_of(new), step) is base.Write.APPLIED  # sqlalchemy Connection
         assert [st.write_token for st in s.list_steps(new.workflow_id)] == ["tok"]
     finally:
         engine.dispose()
+
+
+def lose_reply_once(s: PostgresStore, monkeypatch: pytest.MonkeyPatch, method: str, query: str) -> None:
+    """The statement `query` commits, then its reply is lost (as when the connection drops after COMMIT)."""
+    original = getattr(s, method)
+    fired: list[bool] = []
+
+    def wrapper(conn: Any, op: str, q: str, params: dict[str, Any], *, write: bool) -> Any:
+        result = original(conn, op, q, params, write=write)
+        if q == query and not fired:
+            fired.append(True)
+            raise psycopg.OperationalError("server closed the connection unexpectedly (simulated)")
+        return result
+
+    monkeypatch.setattr(s, method, wrapper)
+
+
+def test_ambiguous_commits_resolve_idempotently(
+    pg_url: str, opened: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = opened(pg_url)
+    s.migrate()
+    new = new_wf()
+    lose_reply_once(s, monkeypatch, "_one", s._sql.insert_workflow)
+    assert s.insert_workflow(new).kind == "created"
+    lose_reply_once(s, monkeypatch, "_one", s._sql.record_step)
+    assert s.record_step(fence_of(new), NewStep(1, "s", None, None, "wt")) is base.Write.APPLIED
+    lose_reply_once(s, monkeypatch, "_one", s._sql.record_outcome)
+    result = s.record_outcome(fence_of(new), Outcome("SUCCESS", Payload("1", "json")))
+    assert result.applied and result.status == "SUCCESS"
+    assert len(s.list_steps(new.workflow_id)) == 1
+
+    for _ in range(12):
+        s.insert_workflow(new_wf(status="ENQUEUED", queue_name="amb"))
+    lose_reply_once(s, monkeypatch, "_all", s._sql.claim)
+    req = base.ClaimRequest("amb", "ex", 1, None, None, frozenset({"wf"}), 10, token())
+    claimed = s.claim(req)
+    assert len(claimed.claimed) == 10
+    rows = admin_query(
+        pg_url,
+        "SELECT workflow_id, claim_token FROM dbos.workflows WHERE status = 'PENDING' AND claim_batch = %s",
+        (req.batch_token,),
+    )
+    assert sorted(rows) == sorted((c.fence.workflow_id, c.fence.claim_token) for c in claimed.claimed)
+    assert len(s.claim(dataclasses.replace(req, batch_token=token())).claimed) == 2
 
 
 # ---------------------------------------------------------------------------------------------------------------

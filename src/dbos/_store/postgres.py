@@ -20,7 +20,6 @@ from . import base
 from . import textcheck as tc
 from .postgres_conn import (
     advisory_key,
-    channels,
     check_server,
     connect_kwargs,
     is_missing_database,
@@ -49,7 +48,7 @@ from .postgres_rows import (
     unwrap_dbapi,
     workflow_row,
 )
-from .postgres_sql import INTERNAL, WORKFLOW_COLUMNS, build_statements
+from .postgres_sql import WORKFLOW_COLUMNS, build_statements
 
 __all__ = ["PostgresStore", "reset_postgres", "classify_pg_error"]
 
@@ -61,6 +60,7 @@ _WARN_EVERY_S = 30.0
 _POOL_CHECK_EVERY_S = 1.0
 _REGISTER_ATTEMPTS = 5
 _INSERT_ATTEMPTS = 3
+MAX_PAYLOAD_LIMIT = 268_435_456  # every payload up to 256 MiB must be storable on both backends
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -77,11 +77,14 @@ class PostgresStore:
         self.changes = base.ChangeFeed()
         self.schema = settings.schema
         tc.check_name(self.schema, "system database schema")
+        if settings.max_payload_bytes > MAX_PAYLOAD_LIMIT:
+            raise init_error(
+                f"max_payload_bytes {settings.max_payload_bytes} exceeds the limit {MAX_PAYLOAD_LIMIT} (07 §3.4)"
+            )
         role = settings.role
         label = "client" if role == "client" else (settings.application_name or "app")
         self._spec = parse_url(url, app_label=label)
         self._sql = build_statements(self.schema)
-        self._channels = channels(self.schema)
         self._stats = base.StoreStats()
         self._stats_lock = threading.Lock()
         self._clock = Clock()
@@ -265,7 +268,7 @@ class PostgresStore:
             }
             result = self._pooled("insert_workflow", lambda conn: self._insert_child_once(conn, params, new))
         if result.kind == "created" and result.status == "ENQUEUED":
-            self.changes.publish(base.Change("queue", (result.queue_name or INTERNAL,)))
+            self.changes.publish(base.Change("queue", (result.queue_name or base.INTERNAL_QUEUE,)))
         return result
 
     def _classify_existing(self, r: Row, new: base.NewWorkflow) -> base.InsertResult:
@@ -507,7 +510,7 @@ class PostgresStore:
             "ids": [wid for wid, _ in ordered],
             "tokens": [token for _, token in ordered],
             "refund": refund_attempt,
-            "internal": INTERNAL,
+            "internal": base.INTERNAL_QUEUE,
         }
         rows = self._pooled(
             "release", lambda conn: self._all(conn, "release", self._sql.release, params, write=True)
@@ -624,7 +627,7 @@ class PostgresStore:
             "executor_id": executor_id,
             "incarnation": incarnation,
             "require_expired": require_expired,
-            "internal": INTERNAL,
+            "internal": base.INTERNAL_QUEUE,
         }
         rows = self._direct(
             "take_over", lambda conn: self._all(conn, "take_over", self._sql.take_over, params, write=True)
@@ -634,7 +637,7 @@ class PostgresStore:
 
     def requeue_orphans(self, application_name: str | None) -> list[str]:
         tc.check_optional_text(application_name, tc.MAX_NAME_BYTES, "application name")
-        params = {"application_name": application_name, "internal": INTERNAL}
+        params = {"application_name": application_name, "internal": base.INTERNAL_QUEUE}
         rows = self._pooled(
             "requeue_orphans",
             lambda conn: self._all(conn, "requeue_orphans", self._sql.requeue_orphans, params, write=True),

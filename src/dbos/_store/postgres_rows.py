@@ -10,7 +10,7 @@ import psycopg
 
 from . import base
 from . import textcheck as tc
-from .postgres_sql import INTERNAL, WORKFLOW_COLUMNS
+from .postgres_sql import WORKFLOW_COLUMNS
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 Row = Sequence[Any]
@@ -172,7 +172,7 @@ def insert_params(new: base.NewWorkflow) -> dict[str, Any]:
         "schedule_name": new.schedule_name,
         "attributes": new.attributes,
         "creator_token": new.creator_token,
-        "internal": INTERNAL,
+        "internal": base.INTERNAL_QUEUE,
     }
 
 
@@ -202,11 +202,15 @@ def step_verdict(row: Row | None, write_token: str) -> base.Write:
 
 
 def unwrap_dbapi(conn: Any) -> Any:
-    """The driver connection behind a SQLAlchemy connection or pool proxy (or `conn` itself)."""
+    """The driver connection behind a SQLAlchemy connection, pool proxy or fairy (or `conn` itself)."""
     for _ in range(4):
         if isinstance(conn, psycopg.Connection):
             return conn
-        inner = getattr(conn, "driver_connection", None) or getattr(conn, "dbapi_connection", None)
+        inner = None
+        for attr in ("driver_connection", "dbapi_connection", "connection"):
+            inner = getattr(conn, attr, None)
+            if inner is not None and inner is not conn:
+                break
         if inner is None or inner is conn:
             return conn
         conn = inner

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from .base import INTERNAL_QUEUE
 from .postgres_conn import NOW_MS, channels
 
 NOTIFY_MAX_BYTES = 7000
@@ -245,13 +244,15 @@ def _claim_sql(t: dict[str, str]) -> str:
     )
 
 
-def _requeue_sql(where: str, t: dict[str, str], *, guard_cte: str = "", from_extra: str = "") -> str:
+def _requeue_sql(where: str, t: dict[str, str], *, extra_set: str = "", from_extra: str = "") -> str:
+    """Re-enqueue matching PENDING rows on their own queue (else the internal one), clearing the owner."""
     q = t["queue_notify"].replace("KEY", "r.queue_name")
     return (
-        f"WITH {_T}, {guard_cte}"
-        f"r AS (UPDATE {{s}}.workflows w SET {_REQUEUE_SET} FROM _t{from_extra} WHERE {where} "
+        f"WITH {_T}, "
+        f"r AS (UPDATE {{s}}.workflows w SET {_REQUEUE_SET}{extra_set} FROM _t{from_extra} WHERE {where} "
         "RETURNING w.workflow_id, w.queue_name) "
-    ) + f"SELECT r.workflow_id, r.queue_name, {q} FROM r ORDER BY r.workflow_id"
+        f"SELECT r.workflow_id, r.queue_name, {q} FROM r ORDER BY r.workflow_id"
+    )
 
 
 def _executor_sql(t: dict[str, str]) -> dict[str, str]:
@@ -406,12 +407,9 @@ def _queue_sql(t: dict[str, str]) -> dict[str, str]:
         "release": _requeue_sql(
             "w.workflow_id = f.workflow_id AND w.claim_token = f.claim_token AND w.status = 'PENDING'",
             t,
-            from_extra=", unnest(%(ids)s::text[], %(tokens)s::text[]) AS f(workflow_id, claim_token)",
-        ).replace(
-            "updated_at = _t.ms",
-            "updated_at = _t.ms, recovery_attempts = CASE WHEN %(refund)s::boolean AND w.recovery_attempts > 0 "
+            extra_set=", recovery_attempts = CASE WHEN %(refund)s::boolean AND w.recovery_attempts > 0 "
             "THEN w.recovery_attempts - 1 ELSE w.recovery_attempts END",
-            1,
+            from_extra=", unnest(%(ids)s::text[], %(tokens)s::text[]) AS f(workflow_id, claim_token)",
         ),
         "requeue_orphans": _requeue_sql(
             "w.status = 'PENDING' AND (w.application_name = %(application_name)s::text "
@@ -441,6 +439,3 @@ def build_statements(schema: str) -> Statements:
         for o in (True, False)
     }
     return Statements(get_workflow=get_workflow, **rendered)
-
-
-INTERNAL = INTERNAL_QUEUE
