@@ -32,8 +32,9 @@ ROOT = os.path.dirname(HERE)
 SCENARIOS_PY = os.path.join(HERE, "scenarios.py")
 DBOSX_PY = sys.executable
 REF_PY = os.path.join(ROOT, ".bench", "ref-venv", "bin", "python")
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_URL = "postgresql://postgres@127.0.0.1:5432/{name}"
+PG_SERVER = os.environ.get("DBOS_BENCH_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
+PG_ADMIN_URL = f"{PG_SERVER}/postgres"
+PG_URL = PG_SERVER + "/{name}"
 RESULT_MARKER = "BENCH_RESULT "
 
 # scenario -> figures it produces
@@ -200,7 +201,8 @@ class Runner:
             problem = _pg_problem()
             if problem:
                 for figure in figures:
-                    for impl, _ in impls:
+                    names = ["raw"] if figure == "commit_us" else [impl for impl, _ in impls]
+                    for impl in names:
                         self.emit(
                             self.line(figure, backend, impl, None, None, f"postgres unavailable: {problem}")
                         )

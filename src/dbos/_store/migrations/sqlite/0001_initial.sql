@@ -74,6 +74,8 @@ CREATE INDEX dbos_workflows_delayed ON dbos_workflows (delay_until)
     WHERE status = 'DELAYED';
 CREATE INDEX dbos_workflows_deadline ON dbos_workflows (deadline_ms)
     WHERE deadline_ms IS NOT NULL AND status IN ('PENDING', 'ENQUEUED', 'DELAYED');
+-- Same logical schema as PostgreSQL, where the claim token must be a key column (see its 0001).
+CREATE UNIQUE INDEX dbos_workflows_claim_token ON dbos_workflows (claim_token);
 CREATE UNIQUE INDEX dbos_workflows_dedup ON dbos_workflows (dedup_queue, deduplication_id)
     WHERE deduplication_id IS NOT NULL;
 CREATE UNIQUE INDEX dbos_workflows_debounce ON dbos_workflows (debounce_digest)
