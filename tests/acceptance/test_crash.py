@@ -241,9 +241,10 @@ def test_killed_two_step_workflow_is_finished_by_restarted_process(
 def count_rows(db_url: str, wid: str) -> int:
     if backend_of(db_url) == "sqlite":
         import sqlite3
+        from contextlib import closing
 
         path = db_url.split("sqlite:///", 1)[1]
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn:
             return int(conn.execute("SELECT count(*) FROM crash_rows WHERE wid = ?", (wid,)).fetchone()[0])
     import psycopg
 

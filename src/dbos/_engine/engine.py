@@ -69,6 +69,7 @@ class Engine:
         self.background: list[threading.Thread] = []
         self.app_db: Any = None
         self.recovery: Any = None
+        self.on_capacity: Callable[[], None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     def open_store(self) -> SystemStore:
@@ -149,6 +150,9 @@ class Engine:
             finally:
                 with self._busy_lock:
                     self._busy -= 1
+                    was_full = self._busy == self.settings.max_executor_threads - 1
+                if was_full and self.on_capacity is not None:
+                    self.on_capacity()  # the dispatcher may claim again
 
         with self._busy_lock:
             full = self._busy >= self.settings.max_executor_threads

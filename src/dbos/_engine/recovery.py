@@ -107,6 +107,7 @@ class Recovery:
     def start(self) -> None:
         e = self.engine
         e.wake.register([("queue", INTERNAL_QUEUE)], self.dispatch_waiter)
+        e.on_capacity = self.dispatch_waiter.notify
         for target, name in (
             (self._heartbeat_loop, "dbos-heartbeat"),
             (self._dispatch_loop, "dbos-dispatcher"),
