@@ -8,7 +8,6 @@ mutable "pending ID" box among its nested contexts so that the first start in th
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -68,7 +67,11 @@ class ContextState:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def copy(self, **changes: Any) -> ContextState:
-        return dataclasses.replace(self, **changes)
+        # A shallow copy without __init__ (dataclasses.replace costs ~5 µs; this runs on every step).
+        new = object.__new__(ContextState)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
 
 
 _current: contextvars.ContextVar[ContextState | None] = contextvars.ContextVar("dbos_context", default=None)

@@ -13,7 +13,7 @@ from typing import Any
 from .. import _failpoints as fp
 from .._context import ContextState, current_or_empty, pop, push
 from .._registry import FuncInfo, StepConfig
-from .._store.base import NewStep, StepRow
+from .._store.base import NewStep, Payload, StepRow
 from .._types import StepStatus
 from .._validation import check_sleep_seconds
 from ..error import DBOSException, DBOSMaxStepRetriesExceeded, DBOSStepTimeoutError
@@ -64,16 +64,24 @@ def _attempt_context(call: StepCall, cfg: StepConfig, attempt: int, role: str | 
     return call.ctx.copy(in_step=True, step_status=status, assumed_role=role)
 
 
-def record_step_outcome(
-    engine: Engine, call: StepCall, value: Any, exc: Exception | None, started: int
-) -> None:
+def outcome_payloads(
+    engine: Engine, call: StepCall, value: Any, exc: Exception | None
+) -> tuple[Payload | None, Payload | None, Exception | None]:
+    """(output, error, serialization failure). An output that cannot be serialized becomes the step's
+    recorded error (01 §12 rule 6)."""
     s = engine.serializers
     limit = engine.settings.max_payload_bytes
-    output = error = None
     if exc is None:
-        output = s.serialize_value(value, what=f"output of step {call.name}", max_bytes=limit)
-    else:
-        error = s.serialize_error(exc, max_bytes=limit)
+        try:
+            return s.serialize_value(value, what=f"output of step {call.name}", max_bytes=limit), None, None
+        except Exception as bad:
+            return None, s.serialize_error(bad, max_bytes=limit), bad
+    return None, s.serialize_error(exc, max_bytes=limit), None
+
+
+def record_payloads(
+    engine: Engine, call: StepCall, output: Payload | None, error: Payload | None, started: int
+) -> None:
     fp.failpoint("step.before_commit")
     write_step(
         engine, call.ex, NewStep(call.step_id, call.name, output, error, secrets.token_hex(16), None, started)
@@ -81,15 +89,13 @@ def record_step_outcome(
     fp.failpoint("step.after_commit")
 
 
-def _checked_output(engine: Engine, call: StepCall, value: Any) -> Exception | None:
-    """Serialization failures of a step's output become the step's recorded error (01 §12 rule 6)."""
-    try:
-        engine.serializers.serialize_value(
-            value, what=f"output of step {call.name}", max_bytes=engine.settings.max_payload_bytes
-        )
-        return None
-    except Exception as e:
-        return e
+def record_step_outcome(
+    engine: Engine, call: StepCall, value: Any, exc: Exception | None, started: int
+) -> Exception | None:
+    """Serialize and record a step's outcome; returns the serialization failure recorded instead, if any."""
+    output, error, bad = outcome_payloads(engine, call, value, exc)
+    record_payloads(engine, call, output, error, started)
+    return bad
 
 
 def _should_retry(cfg: StepConfig, exc: Exception, attempt: int) -> bool:
@@ -137,8 +143,7 @@ def run_step(engine: Engine, info: FuncInfo, func: Callable[..., Any], args: Any
             call.ex.check_boundary()
             continue
         pop(token)
-        bad = _checked_output(engine, call, value)
-        record_step_outcome(engine, call, None if bad else value, bad, started)
+        bad = record_step_outcome(engine, call, value, None, started)
         call.ex.check_boundary()
         if bad is not None:
             raise bad
@@ -205,8 +210,7 @@ async def run_step_async(
             call.ex.check_boundary()
             continue
         pop(token)
-        bad = _checked_output(engine, call, value)
-        await engine.io(record_step_outcome, engine, call, None if bad else value, bad, started)
+        bad = await engine.io(record_step_outcome, engine, call, value, None, started)
         call.ex.check_boundary()
         if bad is not None:
             raise bad

@@ -65,8 +65,9 @@ CREATE INDEX workflows_claim ON __SCHEMA__.workflows (queue_name, priority DESC,
     WHERE status = 'ENQUEUED';
 CREATE INDEX workflows_lane ON __SCHEMA__.workflows (queue_name, partition_key, priority DESC, seq)
     WHERE status = 'ENQUEUED';
+-- Queue counts only: directly started workflows (no queue) skip this index on insert and outcome.
 CREATE INDEX workflows_active ON __SCHEMA__.workflows (queue_name, status, partition_key)
-    WHERE status IN ('ENQUEUED', 'DELAYED', 'PENDING');
+    WHERE status IN ('ENQUEUED', 'DELAYED', 'PENDING') AND queue_name IS NOT NULL;
 CREATE INDEX workflows_owner ON __SCHEMA__.workflows (executor_id, incarnation)
     WHERE status = 'PENDING';
 CREATE INDEX workflows_delayed ON __SCHEMA__.workflows (delay_until)

@@ -66,16 +66,15 @@ CREATE INDEX dbos_workflows_claim ON dbos_workflows (queue_name, priority DESC, 
     WHERE status = 'ENQUEUED';
 CREATE INDEX dbos_workflows_lane ON dbos_workflows (queue_name, partition_key, priority DESC, seq)
     WHERE status = 'ENQUEUED';
+-- Queue counts only: directly started workflows (no queue) skip this index on insert and outcome.
 CREATE INDEX dbos_workflows_active ON dbos_workflows (queue_name, status, partition_key)
-    WHERE status IN ('ENQUEUED', 'DELAYED', 'PENDING');
+    WHERE status IN ('ENQUEUED', 'DELAYED', 'PENDING') AND queue_name IS NOT NULL;
 CREATE INDEX dbos_workflows_owner ON dbos_workflows (executor_id, incarnation)
     WHERE status = 'PENDING';
 CREATE INDEX dbos_workflows_delayed ON dbos_workflows (delay_until)
     WHERE status = 'DELAYED';
 CREATE INDEX dbos_workflows_deadline ON dbos_workflows (deadline_ms)
     WHERE deadline_ms IS NOT NULL AND status IN ('PENDING', 'ENQUEUED', 'DELAYED');
--- Same logical schema as PostgreSQL, where the claim token must be a key column (see its 0001).
-CREATE UNIQUE INDEX dbos_workflows_claim_token ON dbos_workflows (claim_token);
 CREATE UNIQUE INDEX dbos_workflows_dedup ON dbos_workflows (dedup_queue, deduplication_id)
     WHERE deduplication_id IS NOT NULL;
 CREATE UNIQUE INDEX dbos_workflows_debounce ON dbos_workflows (debounce_digest)
