@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar
 import psycopg
 import psycopg_pool
 
-from . import base
+from . import base, records
 from . import textcheck as tc
 from .postgres_conn import (
     advisory_key,
@@ -35,16 +35,11 @@ from .postgres_rows import (
     Conn,
     Row,
     abort,
-    check_fence,
-    check_new,
-    check_step,
     executor_row,
     init_error,
     insert_params,
     insert_result,
-    step_params,
     step_row,
-    step_verdict,
     unwrap_dbapi,
     workflow_row,
 )
@@ -251,14 +246,12 @@ class PostgresStore:
     def insert_workflow(
         self, new: base.NewWorkflow, *, parent: base.ParentLink | None = None
     ) -> base.InsertResult:
-        check_new(new)
+        records.check_new(new)
         params = insert_params(new)
         if parent is None:
             result = self._pooled("insert_workflow", lambda conn: self._insert_once(conn, params, new))
         else:
-            check_fence(parent.fence)
-            tc.check_name(parent.step_name, "step name")
-            tc.check_name(parent.write_token, "write token")
+            records.check_parent(parent)
             params |= {
                 "p_workflow_id": parent.fence.workflow_id,
                 "p_claim_token": parent.fence.claim_token,
@@ -272,10 +265,7 @@ class PostgresStore:
         return result
 
     def _classify_existing(self, r: Row, new: base.NewWorkflow) -> base.InsertResult:
-        if r[8] == new.creator_token:  # an earlier attempt of this same start committed
-            return insert_result("created", r)
-        same = (r[1], r[2], r[3]) == (new.name, new.class_name, new.config_name)
-        return insert_result("existing" if same else "id_conflict", r)
+        return insert_result(records.existing_kind(new, r[8], (r[1], r[2], r[3])), r)
 
     def _insert_once(self, conn: Conn, params: dict[str, Any], new: base.NewWorkflow) -> base.InsertResult:
         for _ in range(_INSERT_ATTEMPTS):
@@ -357,17 +347,15 @@ class PostgresStore:
         return {wid: found.get(wid, base.WorkflowState(False)) for wid in ids}
 
     def record_outcome(self, fence: base.Fence, outcome: base.Outcome) -> base.OutcomeResult:
-        check_fence(fence)
-        payload = outcome.output if outcome.output is not None else outcome.error
-        if payload is not None:
-            tc.check_storable_text(payload.serializer, tc.MAX_SERIALIZER_BYTES, "serializer name")
+        records.check_fence(fence)
+        records.check_serializer(outcome.output if outcome.output is not None else outcome.error)
         params = {
             "workflow_id": fence.workflow_id,
             "claim_token": fence.claim_token,
             "status": outcome.status,
-            "output": None if outcome.output is None else outcome.output.text,
-            "error": None if outcome.error is None else outcome.error.text,
-            "serializer": None if payload is None else payload.serializer,
+            "output": records.text_of(outcome.output),
+            "error": records.text_of(outcome.error),
+            "serializer": records.serializer_of(outcome.output, outcome.error),
         }
         result, queue_name = self._pooled("record_outcome", lambda conn: self._outcome_once(conn, params))
         if result.applied:
@@ -384,8 +372,7 @@ class PostgresStore:
         cur = self._one(conn, "record_outcome", self._sql.outcome_after_refusal, params, write=False)
         if cur is None:
             return base.OutcomeResult(False, None), None
-        mine = cur[0] == params["status"] and cur[1] == params["claim_token"]
-        return base.OutcomeResult(mine, cur[0]), None
+        return records.refused_outcome(cur[0], cur[1], params["status"], params["claim_token"]), None
 
     # steps -----------------------------------------------------------------------------------------------------
 
@@ -407,22 +394,22 @@ class PostgresStore:
         return out
 
     def record_step(self, fence: base.Fence, step: base.NewStep) -> base.Write:
-        check_fence(fence)
-        check_step(step)
-        params = step_params(fence, step)
+        records.check_fence(fence)
+        records.check_step(step)
+        params = records.step_params(fence, step)
 
         def once(conn: Conn) -> base.Write:
             if self._one(conn, "record_step", self._sql.record_step, params, write=True) is not None:
                 return base.Write.APPLIED
             row = self._one(conn, "record_step", self._sql.step_after_refusal, params, write=False)
-            return step_verdict(row, step.write_token)
+            return records.step_verdict(row, step.write_token)
 
         return self._pooled("record_step", once)
 
     def record_step_in(self, dbapi_conn: Any, fence: base.Fence, step: base.NewStep) -> base.Write:
-        check_fence(fence)
-        check_step(step)
-        params = step_params(fence, step)
+        records.check_fence(fence)
+        records.check_step(step)
+        params = records.step_params(fence, step)
         conn = unwrap_dbapi(dbapi_conn)
         try:
             cur = conn.cursor()
@@ -431,7 +418,7 @@ class PostgresStore:
                 result = base.Write.APPLIED
             else:
                 cur.execute(self._sql.step_after_refusal, params)
-                result = step_verdict(cur.fetchone(), step.write_token)
+                result = records.step_verdict(cur.fetchone(), step.write_token)
         except psycopg.Error as exc:
             raise classify_pg_error(exc, "record_step_in") from exc
         self._count("record_step_in", round_trips=1 if result is base.Write.APPLIED else 2)
@@ -450,14 +437,8 @@ class PostgresStore:
     # claims ----------------------------------------------------------------------------------------------------
 
     def claim(self, req: base.ClaimRequest) -> base.ClaimResult:
-        tc.check_name(req.queue_name, "queue name")
-        tc.check_name(req.executor_id, "executor ID")
-        tc.check_optional_text(req.application_name, tc.MAX_NAME_BYTES, "application name")
-        tc.check_optional_text(req.application_version, tc.MAX_NAME_BYTES, "application version")
-        tc.check_name(req.batch_token, "batch token")
         names = sorted(req.registered)
-        for n in names:
-            tc.check_name(n, "workflow name")
+        records.check_claim(req)
         if not names or req.max_rows <= 0:
             return base.ClaimResult([], [])
         params = {
@@ -491,9 +472,8 @@ class PostgresStore:
                 continue
             wf = workflow_row(r[2 : 2 + len(WORKFLOW_COLUMNS)])
             prev_attempts, seeded = r[2 + len(WORKFLOW_COLUMNS)], r[3 + len(WORKFLOW_COLUMNS)]
-            may_have_steps = not (prev_attempts == 0 and not seeded)
             fence = base.Fence(wf.workflow_id, wf.claim_token or "")
-            claimed.append(base.ClaimedWorkflow(fence, wf, may_have_steps))
+            claimed.append(base.ClaimedWorkflow(fence, wf, records.may_have_steps(prev_attempts, seeded)))
         claimed.sort(key=lambda c: (-c.row.priority, c.row.seq))
         if cancelled:
             changes = [base.Change("wf", (wid,)) for wid in cancelled]
@@ -503,7 +483,7 @@ class PostgresStore:
     def release(self, fences: Sequence[base.Fence], *, refund_attempt: bool) -> list[str]:
         ordered = sorted({(f.workflow_id, f.claim_token) for f in fences})
         for wid, token in ordered:
-            check_fence(base.Fence(wid, token))
+            records.check_fence(base.Fence(wid, token))
         if not ordered:
             return []
         params = {
@@ -528,12 +508,7 @@ class PostgresStore:
     # executors -------------------------------------------------------------------------------------------------
 
     def register_executor(self, reg: base.ExecutorRegistration) -> base.Registration:
-        tc.check_name(reg.executor_id, "executor ID")
-        tc.check_optional_text(reg.application_name, tc.MAX_NAME_BYTES, "application name")
-        tc.check_optional_text(reg.application_version, tc.MAX_NAME_BYTES, "application version")
-        tc.check_name(reg.hostname, "hostname")
-        tc.check_name(reg.host_identity, "host identity")
-        tc.check_optional_text(reg.process_start, tc.MAX_NAME_BYTES, "process start")
+        records.check_registration(reg)
         params = {
             "executor_id": reg.executor_id,
             "application_name": reg.application_name,
@@ -608,7 +583,7 @@ class PostgresStore:
         return base.Heartbeat(bool(row[0]), bool(row[1]), int(row[2]))
 
     def find_dead(self, application_name: str | None) -> list[base.DeadCandidate]:
-        tc.check_optional_text(application_name, tc.MAX_NAME_BYTES, "application name")
+        records.check_opt_name(application_name, "application name")
         live = self._live
 
         def once(conn: Conn) -> list[Row]:
@@ -636,7 +611,7 @@ class PostgresStore:
         return self._requeued(rows)
 
     def requeue_orphans(self, application_name: str | None) -> list[str]:
-        tc.check_optional_text(application_name, tc.MAX_NAME_BYTES, "application name")
+        records.check_opt_name(application_name, "application name")
         params = {"application_name": application_name, "internal": base.INTERNAL_QUEUE}
         rows = self._pooled(
             "requeue_orphans",

@@ -12,83 +12,26 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from . import base
+from . import base, records
 from . import sqlite_executors as ex
 from . import sqlite_workflows as wf
 from .sqlite_conn import SQLiteDB, check_environment, now_ms, path_from_url
 from .sqlite_errors import classify_sqlite_error
 from .sqlite_feed import ChangeDetector
 from .sqlite_migrate import reset_sqlite, run_migrations, schema_state
-from .textcheck import (
-    MAX_SERIALIZER_BYTES,
-    check_id,
-    check_name,
-    check_optional_text,
-    check_storable_text,
-)
+from .textcheck import check_id, check_name
 
 __all__ = ["SQLiteStore", "classify_sqlite_error", "reset_sqlite"]
 
 
-def _check_opt_name(value: str | None, what: str) -> None:
-    check_optional_text(value, 1024, what)
-
-
-def _check_serializer(p: base.Payload | None) -> None:
-    if p is not None:
-        check_storable_text(p.serializer, MAX_SERIALIZER_BYTES, "serializer name")
-
-
-def _check_fence(fence: base.Fence) -> None:
-    check_id(fence.workflow_id)
-    check_name(fence.claim_token, "claim token")
-
-
+# Unlike the PostgreSQL backend so far, SQLite also checks the identity fields of a new workflow, and its messages
+# call every related workflow ID (parent, forked-from, child) a "workflow ID".
 def _check_new_workflow(new: base.NewWorkflow) -> None:
-    check_id(new.workflow_id)
-    check_name(new.name, "workflow name")
-    check_name(new.creator_token, "creator token")
-    _check_serializer(new.inputs)
-    for value, what in (
-        (new.class_name, "class name"),
-        (new.config_name, "config name"),
-        (new.queue_name, "queue name"),
-        (new.partition_key, "partition key"),
-        (new.deduplication_id, "deduplication ID"),
-        (new.application_name, "application name"),
-        (new.application_version, "application version"),
-        (new.app_id, "app ID"),
-        (new.authenticated_user, "authenticated user"),
-        (new.assumed_role, "assumed role"),
-        (new.schedule_name, "schedule name"),
-    ):
-        _check_opt_name(value, what)
-    for role in new.authenticated_roles or ():
-        check_name(role, "role")
-    for wid in (new.parent_workflow_id, new.forked_from):
-        if wid is not None:
-            check_id(wid)
-    if new.owner is not None:
-        check_name(new.owner[0], "executor ID")
-        check_name(new.owner[2], "claim token")
+    records.check_new(new)
 
 
 def _check_step(step: base.NewStep) -> None:
-    check_name(step.name, "step name")
-    check_name(step.write_token, "write token")
-    _check_serializer(step.output)
-    _check_serializer(step.error)
-    if step.child_workflow_id is not None:
-        check_id(step.child_workflow_id)
-
-
-def _check_registration(reg: base.ExecutorRegistration) -> None:
-    check_name(reg.executor_id, "executor ID")
-    check_name(reg.hostname, "hostname")
-    check_name(reg.host_identity, "host identity")
-    _check_opt_name(reg.application_name, "application name")
-    _check_opt_name(reg.application_version, "application version")
-    _check_opt_name(reg.process_start, "process start")
+    records.check_step(step)
 
 
 class SQLiteStore:
@@ -143,9 +86,7 @@ class SQLiteStore:
     ) -> base.InsertResult:
         _check_new_workflow(new)
         if parent is not None:
-            _check_fence(parent.fence)
-            check_name(parent.step_name, "step name")
-            check_name(parent.write_token, "write token")
+            records.check_parent(parent)
         return self._db.write("insert_workflow", lambda tx: wf.insert_workflow(tx, new, parent))
 
     def get_workflow(
@@ -161,9 +102,9 @@ class SQLiteStore:
         return self._db.read("get_states", lambda c: wf.get_states(c, ids))
 
     def record_outcome(self, fence: base.Fence, outcome: base.Outcome) -> base.OutcomeResult:
-        _check_fence(fence)
-        _check_serializer(outcome.output)
-        _check_serializer(outcome.error)
+        records.check_fence(fence)
+        records.check_serializer(outcome.output)
+        records.check_serializer(outcome.error)
         return self._db.write("record_outcome", lambda tx: wf.record_outcome(tx, fence, outcome))
 
     # steps ---------------------------------------------------------------------------------------------------
@@ -173,12 +114,12 @@ class SQLiteStore:
         return self._db.read("load_checkpoints", lambda c: wf.load_checkpoints(c, ids))
 
     def record_step(self, fence: base.Fence, step: base.NewStep) -> base.Write:
-        _check_fence(fence)
+        records.check_fence(fence)
         _check_step(step)
         return self._db.write("record_step", lambda tx: wf.record_step_on(tx.execute, fence, step, tx.now))
 
     def record_step_in(self, dbapi_conn: Any, fence: base.Fence, step: base.NewStep) -> base.Write:
-        _check_fence(fence)
+        records.check_fence(fence)
         _check_step(step)
         cursor = dbapi_conn.cursor()
         try:
@@ -195,18 +136,12 @@ class SQLiteStore:
     # claims --------------------------------------------------------------------------------------------------
 
     def claim(self, req: base.ClaimRequest) -> base.ClaimResult:
-        check_name(req.queue_name, "queue name")
-        check_name(req.executor_id, "executor ID")
-        check_name(req.batch_token, "batch token")
-        _check_opt_name(req.application_name, "application name")
-        _check_opt_name(req.application_version, "application version")
-        for name in req.registered:
-            check_name(name, "workflow name")
+        records.check_claim(req)
         return self._db.write("claim", lambda tx: wf.claim(tx, req))
 
     def release(self, fences: Sequence[base.Fence], *, refund_attempt: bool) -> list[str]:
         for fence in fences:
-            _check_fence(fence)
+            records.check_fence(fence)
         if not fences:
             return []
         return self._db.write("release", lambda tx: wf.release(tx, fences, refund_attempt))
@@ -214,7 +149,7 @@ class SQLiteStore:
     # executors -----------------------------------------------------------------------------------------------
 
     def register_executor(self, reg: base.ExecutorRegistration) -> base.Registration:
-        _check_registration(reg)
+        records.check_registration(reg)
         return self._db.write("register_executor", lambda tx: ex.register(tx, reg))
 
     def heartbeat(self, executor_id: str, incarnation: int) -> base.Heartbeat:
@@ -222,7 +157,7 @@ class SQLiteStore:
         return self._db.write("heartbeat", lambda tx: ex.heartbeat(tx, executor_id, incarnation))
 
     def find_dead(self, application_name: str | None) -> list[base.DeadCandidate]:
-        _check_opt_name(application_name, "application name")
+        records.check_opt_name(application_name, "application name")
         return self._db.read("find_dead", lambda c: ex.find_dead(c, application_name, now_ms()))
 
     def take_over(self, executor_id: str, incarnation: int, *, require_expired: bool) -> list[str]:
@@ -232,7 +167,7 @@ class SQLiteStore:
         )
 
     def requeue_orphans(self, application_name: str | None) -> list[str]:
-        _check_opt_name(application_name, "application name")
+        records.check_opt_name(application_name, "application name")
         return self._db.write("requeue_orphans", lambda tx: ex.requeue_orphans(tx, application_name))
 
     def mark_stopped(self, executor_id: str, incarnation: int) -> None:

@@ -1,4 +1,5 @@
-"""Column lists of the SQLite backend and the mapping of result rows to the records of `base`."""
+"""Column lists of the SQLite backend and the mapping of its state and executor rows to the records of `base`
+(workflow and step rows map by name through `records`)."""
 
 from __future__ import annotations
 
@@ -67,56 +68,6 @@ def workflow_columns(load_input: bool = True, load_output: bool = True) -> str:
     return ", ".join(cols)
 
 
-def _payload(text: str | None, serializer: str | None) -> base.Payload | None:
-    return None if text is None else base.Payload(text, serializer or "")
-
-
-def _roles(text: str | None) -> list[str] | None:
-    return None if text is None else list(json.loads(text))
-
-
-def to_workflow(r: sqlite3.Row) -> base.WorkflowRow:
-    return base.WorkflowRow(
-        workflow_id=r["workflow_id"],
-        seq=r["seq"],
-        status=r["status"],
-        name=r["name"],
-        class_name=r["class_name"],
-        config_name=r["config_name"],
-        inputs=_payload(r["inputs"], r["inputs_serializer"]),
-        receiver=r["receiver"],
-        output=_payload(r["output"], r["outcome_serializer"]),
-        error=_payload(r["error"], r["outcome_serializer"]),
-        cancel_reason=r["cancel_reason"],
-        application_name=r["application_name"],
-        application_version=r["application_version"],
-        app_id=r["app_id"],
-        authenticated_user=r["authenticated_user"],
-        authenticated_roles=_roles(r["authenticated_roles"]),
-        assumed_role=r["assumed_role"],
-        queue_name=r["queue_name"],
-        deduplication_id=r["deduplication_id"],
-        priority=r["priority"],
-        partition_key=r["partition_key"],
-        delay_until_ms=r["delay_until"],
-        timeout_ms=r["timeout_ms"],
-        deadline_ms=r["deadline_ms"],
-        executor_id=r["executor_id"],
-        incarnation=r["incarnation"],
-        claim_token=r["claim_token"],
-        recovery_attempts=r["recovery_attempts"],
-        max_recovery_attempts=r["max_recovery_attempts"],
-        parent_workflow_id=r["parent_workflow_id"],
-        forked_from=r["forked_from"],
-        was_forked_from=bool(r["was_forked_from"]),
-        schedule_name=r["schedule_name"],
-        created_at=r["created_at"],
-        updated_at=r["updated_at"],
-        dequeued_at=r["dequeued_at"],
-        completed_at=r["completed_at"],
-    )
-
-
 def to_state(r: sqlite3.Row) -> base.WorkflowState:
     return base.WorkflowState(
         exists=True,
@@ -127,20 +78,6 @@ def to_state(r: sqlite3.Row) -> base.WorkflowState:
         deadline_ms=r["deadline_ms"],
         parent_workflow_id=r["parent_workflow_id"],
         application_version=r["application_version"],
-    )
-
-
-def to_step(r: sqlite3.Row) -> base.StepRow:
-    return base.StepRow(
-        workflow_id=r["workflow_id"],
-        step_id=r["step_id"],
-        name=r["name"],
-        output=_payload(r["output"], r["serializer"]),
-        error=_payload(r["error"], r["serializer"]),
-        child_workflow_id=r["child_workflow_id"],
-        started_at=r["started_at"],
-        completed_at=r["completed_at"],
-        write_token=r["write_token"],
     )
 
 

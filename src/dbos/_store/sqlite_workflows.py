@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import operator
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import base
+from . import base, records
 from .base import INTERNAL_QUEUE, Write
+from .records import step_row, workflow_row
 from .sqlite_conn import WriteTx
-from .sqlite_rows import (
-    STATE_COLUMNS,
-    STEP_COLUMNS,
-    json_list,
-    to_state,
-    to_step,
-    to_workflow,
-    workflow_columns,
-)
+from .sqlite_rows import STATE_COLUMNS, STEP_COLUMNS, json_list, to_state, workflow_columns
 
 Execute = Callable[[str, Sequence[Any]], Any]
 
@@ -37,32 +30,21 @@ ON CONFLICT DO NOTHING
 _STEP_TOKEN = "SELECT write_token FROM dbos_steps WHERE workflow_id = ? AND step_id = ?"
 
 
+# `_INSERT_STEP`'s positional parameters from `records.step_params`: its columns (those of STEP_COLUMNS, in that
+# order), then the fence.
+_step_values = operator.itemgetter(
+    *(c.strip() for c in STEP_COLUMNS.split(",")), "workflow_id", "claim_token"
+)
+
+
 def record_step_on(execute: Execute, fence: base.Fence, step: base.NewStep, now: int) -> Write:
     """Insert a checkpoint through `execute` (any DB-API cursor's or connection's `execute`)."""
-    payload = step.output if step.output is not None else step.error
-    cur = execute(
-        _INSERT_STEP,
-        (
-            fence.workflow_id,
-            step.step_id,
-            step.name,
-            None if step.output is None else step.output.text,
-            None if step.error is None else step.error.text,
-            None if payload is None else payload.serializer,
-            step.child_workflow_id,
-            now if step.started_at_ms is None else step.started_at_ms,
-            now if step.completed_at_ms is None else step.completed_at_ms,
-            step.write_token,
-            fence.workflow_id,
-            fence.claim_token,
-        ),
-    )
+    params = records.step_params(fence, step, now)
+    cur = execute(_INSERT_STEP, _step_values(params))
     if cur.rowcount == 1:
         return Write.APPLIED
     row = execute(_STEP_TOKEN, (fence.workflow_id, step.step_id)).fetchone()
-    if row is None:
-        return Write.FENCED
-    return Write.APPLIED if row[0] == step.write_token else Write.CONFLICT
+    return records.step_verdict(row, step.write_token)
 
 
 def load_checkpoints(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, dict[int, base.StepRow]]:
@@ -75,7 +57,7 @@ def load_checkpoints(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, 
         (json_list(ids),),
     )
     for r in cur.fetchall():
-        out[r["workflow_id"]][r["step_id"]] = to_step(r)
+        out[r["workflow_id"]][r["step_id"]] = step_row(r)
     return out
 
 
@@ -83,7 +65,7 @@ def list_steps(conn: sqlite3.Connection, workflow_id: str) -> list[base.StepRow]
     cur = conn.execute(
         f"SELECT {STEP_COLUMNS} FROM dbos_steps WHERE workflow_id = ? ORDER BY step_id", (workflow_id,)
     )
-    return [to_step(r) for r in cur.fetchall()]
+    return [step_row(r) for r in cur.fetchall()]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -109,47 +91,11 @@ _IDENTITY = (
 
 
 def _insert_params(new: base.NewWorkflow, now: int) -> dict[str, Any]:
-    executor_id, incarnation, claim_token = new.owner if new.owner is not None else (None, None, None)
+    """SQLite binds its own clock: the created/updated times and a relative deadline."""
     deadline = new.deadline_ms
     if new.deadline_from_now and new.timeout_ms is not None:
         deadline = now + new.timeout_ms
-    roles = None if new.authenticated_roles is None else json.dumps(list(new.authenticated_roles))
-    return {
-        "workflow_id": new.workflow_id,
-        "status": new.status,
-        "name": new.name,
-        "class_name": new.class_name,
-        "config_name": new.config_name,
-        "inputs": new.inputs.text,
-        "receiver": new.receiver,
-        "inputs_serializer": new.inputs.serializer,
-        "application_name": new.application_name,
-        "application_version": new.application_version,
-        "app_id": new.app_id,
-        "authenticated_user": new.authenticated_user,
-        "authenticated_roles": roles,
-        "assumed_role": new.assumed_role,
-        "queue_name": new.queue_name,
-        "dedup_queue": new.queue_name if new.deduplication_id is not None else None,
-        "deduplication_id": new.deduplication_id,
-        "priority": new.priority,
-        "partition_key": new.partition_key,
-        "delay_until": new.delay_until_ms,
-        "timeout_ms": new.timeout_ms,
-        "deadline_ms": deadline,
-        "executor_id": executor_id,
-        "incarnation": incarnation,
-        "claim_token": claim_token,
-        "recovery_attempts": new.recovery_attempts,
-        "max_recovery_attempts": new.max_recovery_attempts,
-        "parent_workflow_id": new.parent_workflow_id,
-        "forked_from": new.forked_from,
-        "schedule_name": new.schedule_name,
-        "attributes": new.attributes,
-        "creator_token": new.creator_token,
-        "created_at": now,
-        "updated_at": now,
-    }
+    return records.insert_params(new) | {"deadline_ms": deadline, "created_at": now, "updated_at": now}
 
 
 def _parent_checkpoint(tx: WriteTx, new: base.NewWorkflow, parent: base.ParentLink) -> Write:
@@ -191,13 +137,8 @@ def insert_workflow(tx: WriteTx, new: base.NewWorkflow, parent: base.ParentLink 
 
 def _existing(tx: WriteTx, new: base.NewWorkflow) -> base.InsertResult:
     r = tx.execute(_IDENTITY, (new.workflow_id,)).fetchone()
-    kind: base.InsertKind
-    if r["creator_token"] == new.creator_token:
-        kind = "created"  # an earlier attempt of this very start committed (07 §7 rule 1)
-    elif (r["name"], r["class_name"], r["config_name"]) == (new.name, new.class_name, new.config_name):
-        kind = "existing"
-    else:
-        kind = "id_conflict"
+    kind = records.existing_kind(new, r["creator_token"], (r["name"], r["class_name"], r["config_name"]))
+    if kind == "id_conflict":
         tx.rollback_only = True  # drop the parent checkpoint, if any
     return base.InsertResult(
         kind,
@@ -217,7 +158,7 @@ def get_workflow(
 ) -> base.WorkflowRow | None:
     cols = workflow_columns(load_input, load_output)
     r = conn.execute(f"SELECT {cols} FROM dbos_workflows WHERE workflow_id = ?", (workflow_id,)).fetchone()
-    return None if r is None else to_workflow(r)
+    return None if r is None else workflow_row(r)
 
 
 def get_states(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, base.WorkflowState]:
@@ -242,14 +183,13 @@ RETURNING queue_name
 
 
 def record_outcome(tx: WriteTx, fence: base.Fence, outcome: base.Outcome) -> base.OutcomeResult:
-    payload = outcome.output if outcome.output is not None else outcome.error
     r = tx.execute(
         _RECORD_OUTCOME,
         (
             outcome.status,
-            None if outcome.output is None else outcome.output.text,
-            None if outcome.error is None else outcome.error.text,
-            None if payload is None else payload.serializer,
+            records.text_of(outcome.output),
+            records.text_of(outcome.error),
+            records.serializer_of(outcome.output, outcome.error),
             tx.now,
             tx.now,
             fence.workflow_id,
@@ -267,9 +207,7 @@ def record_outcome(tx: WriteTx, fence: base.Fence, outcome: base.Outcome) -> bas
     row = cur.fetchone()
     if row is None:
         return base.OutcomeResult(False, None)
-    # An earlier attempt of this very write committed (07 §7 rule 1).
-    mine = row["claim_token"] == fence.claim_token and row["status"] == outcome.status
-    return base.OutcomeResult(mine, row["status"])
+    return records.refused_outcome(row["status"], row["claim_token"], outcome.status, fence.claim_token)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -309,8 +247,10 @@ ORDER BY priority DESC, seq
 
 
 def _claimed(r: sqlite3.Row) -> base.ClaimedWorkflow:
-    fresh = r["recovery_attempts"] - 1 == 0 and not r["steps_seeded"]
-    return base.ClaimedWorkflow(base.Fence(r["workflow_id"], r["claim_token"]), to_workflow(r), not fresh)
+    may_have_steps = records.may_have_steps(r["recovery_attempts"] - 1, r["steps_seeded"])
+    return base.ClaimedWorkflow(
+        base.Fence(r["workflow_id"], r["claim_token"]), workflow_row(r), may_have_steps
+    )
 
 
 def claim(tx: WriteTx, req: base.ClaimRequest) -> base.ClaimResult:
