@@ -385,7 +385,8 @@ def _adhoc_step(options: dict[str, Any] | None, func: Callable[..., Any]) -> Fun
 async def _with_context(state: Any, coro: Coroutine[Any, Any, T]) -> T:
     from ._context import push
 
-    push(state) if state is not None else None
+    if state is not None:
+        push(state)
     return await coro
 
 
