@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 
 from ._appdb import AppDatabase
@@ -88,12 +89,28 @@ def shutdown(engine: Engine, *, grace_s: float = 0.0, total_timeout_s: float = 5
         time.sleep(0.01)
     for ex in engine.active_executions():
         ex.fence_off()
-    if engine.store is not None and engine.incarnation:
-        try:
-            engine.store.mark_stopped(engine.executor_id, engine.incarnation)
-        except Exception:
-            _log.warning("could not mark executor %s as stopped (database unreachable?)", engine.executor_id)
+    _mark_stopped(engine, timeout_s=min(2.0, total_timeout_s / 2))
     engine.shutdown(total_timeout_s)
+
+
+def _mark_stopped(engine: Engine, *, timeout_s: float) -> None:
+    """Record this executor as STOPPED so peers take over at once (01 §3.3 rule 5); bounded, because the store
+    retries an unreachable database for much longer than destroy() may take."""
+    store = engine.store
+    if store is None or not engine.incarnation:
+        return
+    done = threading.Event()
+
+    def mark() -> None:
+        try:
+            store.mark_stopped(engine.executor_id, engine.incarnation)
+            done.set()
+        except Exception:
+            pass
+
+    threading.Thread(target=mark, name="dbos-mark-stopped", daemon=True).start()
+    if not done.wait(timeout_s):
+        _log.warning("could not mark executor %s as stopped (database unreachable?)", engine.executor_id)
 
 
 def reset_databases(settings: Settings | None, url: str | None, schema: str | None, truncate: bool) -> None:

@@ -322,3 +322,20 @@ def test_max_recovery_attempts_dead_letters(db_url: str) -> None:
     gate.set()
     st = DBOS.get_workflow_status("dl-1")
     assert st is not None and st.status == "MAX_RECOVERY_ATTEMPTS_EXCEEDED" and st.completed_at is not None
+
+
+def test_destroy_is_bounded_when_the_database_is_gone(backend: str) -> None:
+    if backend != "postgres":
+        pytest.skip("a SQLite file cannot become unreachable underneath an open connection")
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+    from conftest import create_pg_database, drop_pg_database, pg_url_for
+
+    name = create_pg_database()
+    DBOS(config={"name": "gone-db", "system_database_url": pg_url_for(name)})
+    DBOS.launch()
+    drop_pg_database(name)
+    start = time.monotonic()
+    DBOS.destroy()
+    assert time.monotonic() - start < 8.0
