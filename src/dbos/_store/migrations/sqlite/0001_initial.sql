@@ -154,7 +154,7 @@ CREATE TABLE dbos_streams (
 );
 
 CREATE UNIQUE INDEX dbos_streams_end ON dbos_streams (workflow_id, key_digest) WHERE is_end = 1;
-CREATE UNIQUE INDEX dbos_streams_step ON dbos_streams (workflow_id, writer_step_id, key_digest, step_seq)
+CREATE UNIQUE INDEX dbos_streams_step_seq ON dbos_streams (workflow_id, writer_step_id, key_digest, step_seq)
     WHERE step_seq IS NOT NULL;
 
 CREATE TABLE dbos_queue_claims (
@@ -165,7 +165,7 @@ CREATE TABLE dbos_queue_claims (
 );
 
 CREATE INDEX dbos_queue_claims_queue ON dbos_queue_claims (queue_name, claimed_at);
-CREATE INDEX dbos_queue_claims_partition ON dbos_queue_claims (queue_name, partition_key, claimed_at);
+CREATE INDEX dbos_queue_claims_lane ON dbos_queue_claims (queue_name, partition_key, claimed_at);
 
 CREATE TABLE dbos_queue_defs (
     name TEXT NOT NULL PRIMARY KEY,
@@ -224,7 +224,7 @@ CREATE TABLE dbos_executors (
     PRIMARY KEY (executor_id, incarnation)
 );
 
-CREATE INDEX dbos_executors_app ON dbos_executors (application_name, state, lease_expires_at);
+CREATE INDEX dbos_executors_app_state ON dbos_executors (application_name, state, lease_expires_at);
 
 CREATE TABLE dbos_app_versions (
     application_name TEXT NOT NULL,
