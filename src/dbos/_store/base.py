@@ -18,7 +18,7 @@ import enum
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -98,6 +98,7 @@ class NewWorkflow:
     max_recovery_attempts: int | None = None
     attributes: str | None = None
     recovery_attempts: int = 0  # 1 for a direct start, else 0
+    duplication_policy: Literal["return-existing", "reject"] = "return-existing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +123,16 @@ class ParentLink:
     write_token: str
 
 
-InsertKind = Literal["created", "existing", "id_conflict", "fenced", "parent_conflict"]
+InsertKind = Literal[
+    "created",  # the row was inserted
+    "existing",  # the ID exists with the same function identity (name, class_name, config_name)
+    "id_conflict",  # the ID exists with another function
+    "dedup_existing",  # (queue, deduplication_id) is held by a row of the same function; result names the holder
+    "dedup_rejected",  # it is held and the policy is "reject"; result names the holder
+    "dedup_conflict",  # it is held by a row of another function; result names the holder
+    "fenced",  # the parent's fence failed
+    "parent_conflict",  # the parent's step is recorded with another write token
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +232,20 @@ class OutcomeResult:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    limit: int  # claims allowed ...
+    period_ms: int  # ... in any window of this many milliseconds
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimRequest:
+    """One claim of one queue. Limits that are None are unlimited (03 §3).
+
+    The engine has already folded the local terms (process capacity, W) into `max_rows`. The store applies
+    the shared terms under one lock (SQLite: the write transaction; PG: an advisory xact lock on the queue):
+    G counts PENDING rows of the queue, PG the PENDING rows of a lane, L / PL the `queue_claims` rows inside
+    the window (one row is added per claim on a rate-limited queue)."""
+
     queue_name: str
     executor_id: str
     incarnation: int
@@ -231,6 +254,14 @@ class ClaimRequest:
     registered: frozenset[str]  # workflow names this process can run
     max_rows: int  # <= 1000
     batch_token: str
+    global_concurrency: int | None = None  # G
+    rate: RateLimit | None = None  # L
+    partitioned: bool = False
+    partition_concurrency: int | None = None  # PG (the engine passes the effective value, 1 by default)
+    partition_rate: RateLimit | None = None  # PL
+    partition_local_room: Mapping[str | None, int] | None = None  # PW remainder per lane; absent lane = full PW
+    partition_worker_concurrency: int | None = None  # PW
+    lane_order: Sequence[str | None] = ()  # lanes this process served most recently last (fairness, 03 §8 rule 5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +273,25 @@ class ClaimedWorkflow:
 
 @dataclass(frozen=True, slots=True)
 class ClaimResult:
-    claimed: list[ClaimedWorkflow]
+    claimed: list[ClaimedWorkflow]  # in claim order: lanes by head priority then least recently served
     cancelled: list[str]  # IDs whose deadline had passed (cancelled instead of claimed)
+    next_rate_slot_ms: int | None = None  # a rate window blocked a claim: when its oldest claim ages out
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteResult:
+    promoted: list[tuple[str, str]]  # (workflow_id, queue_name) now ENQUEUED
+    next_due_ms: int | None  # the earliest delay_until still DELAYED
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatsRow:
+    queue_name: str
+    enqueued: int
+    delayed: int
+    pending: int
+    oldest_enqueued_at: int | None
+    partitions: int  # lanes (non-NULL keys) with ENQUEUED or PENDING rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,7 +507,15 @@ class SystemStore(Protocol):
     def insert_workflow(self, new: NewWorkflow, *, parent: ParentLink | None = None) -> InsertResult:
         """Create the row or report the existing one, atomically. With `parent`, the parent's checkpoint
         (pointing at the child, `child_workflow_id`) is written in the same transaction, fenced on the parent.
-        `existing` with a parent still writes the checkpoint. `fenced`/`parent_conflict` write nothing."""
+        `existing` with a parent still writes the checkpoint. `fenced`/`parent_conflict` write nothing.
+
+        The ID is checked first, then the deduplication binding (03 §7): a row with a `deduplication_id` holds
+        (`dedup_queue` = its queue_name at insert, `deduplication_id`) through the unique index for as long as
+        it exists. When the binding is held, nothing is written and the result names the holder: kind
+        `dedup_conflict` if the holder is another function, else `dedup_rejected` under policy "reject", else
+        `dedup_existing` (with a parent, `dedup_existing` still writes the parent checkpoint, pointing at the
+        holder). If the holder vanished between the failed insert and the lookup, retry (at most 3 times).
+        ENQUEUED rows emit `queue`; DELAYED ones emit `queue` too (the dispatcher re-arms its delay timer)."""
         ...
 
     def get_workflow(
@@ -489,6 +545,15 @@ class SystemStore(Protocol):
 
     def release(self, fences: Sequence[Fence], *, refund_attempt: bool) -> list[str]:
         """Put PENDING rows still carrying the token back to ENQUEUED (own queue, else internal queue)."""
+        ...
+
+    def promote_delayed(self, *, limit: int = 1000) -> PromoteResult:
+        """DELAYED rows whose delay_until <= now become ENQUEUED (guarded on DELAYED). Emits `queue`."""
+        ...
+
+    def queue_stats(self, queue_name: str | None) -> list[QueueStatsRow]:
+        """Counts by status of every queue with ENQUEUED, DELAYED or PENDING rows (or just `queue_name`),
+        ordered by name, from one snapshot, without scanning terminal rows."""
         ...
 
     # executors -----------------------------------------------------------------------------------------------
