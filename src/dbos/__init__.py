@@ -14,6 +14,7 @@ from ._context import (
 from ._dbos import DBOS, __version__
 from ._dbos_class import DBOSConfiguredInstance
 from ._handles import WorkflowHandle, WorkflowHandleAsync
+from ._queues.queue import Queue, QueueRateLimit
 from ._serialization import PortableWorkflowError, Serializer
 from ._types import StepStatus, WorkflowStatus, WorkflowStatusString
 
@@ -26,6 +27,8 @@ __all__ = [
     "DBOSContextSetAuth",
     "DuplicationPolicy",
     "PortableWorkflowError",
+    "Queue",
+    "QueueRateLimit",
     "Serializer",
     "SetEnqueueOptions",
     "SetWorkflowID",

@@ -188,7 +188,12 @@ class SetEnqueueOptions(_Scoped):
         )
 
     def _changes(self) -> dict[str, Any]:
-        return {"enqueue": self.options}
+        # Nested blocks: the inner block's set fields override, its None fields inherit (03 §5 rule 3).
+        outer = (_current.get() or ContextState()).enqueue
+        if outer is None:
+            return {"enqueue": self.options}
+        merged = {k: v if v is not None else getattr(outer, k) for k, v in vars(self.options).items()}
+        return {"enqueue": EnqueueOptions(**merged)}
 
 
 class DBOSContextSetAuth(_Scoped):

@@ -27,7 +27,7 @@ from ._handles import PolledHandle, PolledHandleAsync, fetch_status, get_status_
 from ._registry import REGISTRY, FuncInfo, StepConfig
 from ._types import StepStatus, WorkflowStatus
 from ._validation import check_identifier, check_roles, check_user
-from .error import DBOSException, DBOSInitializationError, DBOSNonExistentWorkflowError
+from .error import DBOSException, DBOSInitializationError, DBOSNonExistentWorkflowError, DBOSValidationError
 
 T = TypeVar("T")
 _log = logging.getLogger("dbos")
@@ -83,6 +83,7 @@ class DBOS:
     _engine: Any = None
     _settings: Settings
     _launched: bool = False
+    _listen: list[str] | None = None
 
     def __new__(cls, *, config: DBOSConfig | None = None, **kwargs: Any) -> DBOS:
         global _instance
@@ -100,6 +101,7 @@ class DBOS:
             inst._settings = settings
             inst._engine = None
             inst._launched = False
+            inst._listen = None
             _configure_logging(settings.log_level)
             _instance = inst
             return inst
@@ -126,7 +128,7 @@ class DBOS:
             if _instance._launched:
                 _log.warning("DBOS.launch() called twice; ignoring the second call")
                 return
-            _instance._engine = launch(_instance._settings, REGISTRY)
+            _instance._engine = launch(_instance._settings, REGISTRY, _instance._listen)
             _instance._launched = True
 
     @classmethod
@@ -140,7 +142,10 @@ class DBOS:
         if inst is not None and inst._engine is not None:
             shutdown(inst._engine, grace_s=workflow_completion_timeout_sec)
         if destroy_registry:
+            from ._queues.queue import QUEUES
+
             REGISTRY.clear()
+            QUEUES.clear()
 
     @classmethod
     def reset_system_database(
@@ -215,6 +220,48 @@ class DBOS:
     def default_required_roles(cls, roles: list[str]) -> Callable[[T], T]:
         checked = validated_roles(roles)
         return lambda c: apply_default_roles(c, checked)  # type: ignore[arg-type, return-value]
+
+    @classmethod
+    def listen_queues(cls, queues: Any) -> None:
+        """Dispatch only these queues (plus the internal queue) in this process (03 §17)."""
+        from ._queues.queue import Queue
+
+        inst = _instance
+        if inst is None:
+            raise DBOSException("DBOS.listen_queues() needs a constructed DBOS: call DBOS(config=...) first")
+        if inst._launched:
+            raise DBOSException("DBOS.listen_queues() must be called before DBOS.launch()")
+        if inst._listen is not None:
+            raise DBOSException("DBOS.listen_queues() may be called only once")
+        if isinstance(queues, (str, Queue)) or not isinstance(queues, (list, tuple)):
+            raise DBOSValidationError(
+                f"listen_queues expects a list of Queue objects or names, got {queues!r}"
+            )
+        names = []
+        for q in queues:
+            if isinstance(q, Queue):
+                names.append(q.name)
+            elif isinstance(q, str):
+                names.append(check_identifier(q, "queue name"))
+            else:
+                raise DBOSValidationError(f"listen_queues: {q!r} is neither a Queue nor a queue name")
+        inst._listen = names
+
+    @classmethod
+    def enqueue_workflow(
+        cls, queue_name: str, func: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> PolledHandle[T]:
+        from ._queues.enqueue import enqueue
+
+        return enqueue(queue_name, func, args, kwargs)  # type: ignore[no-any-return]
+
+    @classmethod
+    async def enqueue_workflow_async(
+        cls, queue_name: str, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> PolledHandleAsync[Any]:
+        from ._queues.enqueue import enqueue_async
+
+        return await enqueue_async(queue_name, func, args, kwargs)  # type: ignore[no-any-return]
 
     # --- starting and retrieving workflows -----------------------------------------------------------------
     @classmethod

@@ -11,6 +11,7 @@ from ._appdb import AppDatabase
 from ._config import Settings
 from ._engine.engine import Engine
 from ._engine.recovery import Recovery
+from ._queues.dispatcher import Dispatcher
 from ._registry import Registry
 from ._store import reset_system_store
 from ._store.base import SchemaTooNew, StoreError
@@ -51,7 +52,7 @@ def _open(engine: Engine) -> None:
         ) from e
 
 
-def launch(settings: Settings, registry: Registry) -> Engine:
+def launch(settings: Settings, registry: Registry, listen: list[str] | None = None) -> Engine:
     engine = Engine(settings, registry)
     _open(engine)
     if engine.application_version is None:
@@ -75,8 +76,11 @@ def launch(settings: Settings, registry: Registry) -> Engine:
         pass
     recovery = Recovery(engine)
     recovery.register()
+    engine.dispatcher = Dispatcher(engine, listen)
+    engine.on_capacity = engine.wake_dispatcher
     recovery.scan()
     recovery.start()
+    engine.dispatcher.start()
     engine.recovery = recovery
     return engine
 
@@ -90,6 +94,8 @@ def shutdown(engine: Engine, *, grace_s: float = 0.0, total_timeout_s: float = 5
     for ex in engine.active_executions():
         ex.fence_off()
     _mark_stopped(engine, timeout_s=min(2.0, total_timeout_s / 2))
+    if engine.dispatcher is not None:
+        engine.dispatcher.stop()
     engine.shutdown(total_timeout_s)
 
 
@@ -138,7 +144,7 @@ def force_recover(engine: Engine, executor_ids: list[str] | None) -> list[str]:
         for ex in running:
             ex.fence_off()
         released: list[str] = engine.db.release([ex.fence for ex in running], refund_attempt=False)
-        engine.recovery.dispatch_waiter.notify()
+        engine.wake_dispatcher()
         return released
     from ._validation import check_id_list
 
@@ -149,5 +155,5 @@ def force_recover(engine: Engine, executor_ids: list[str] | None) -> list[str]:
             if row.state == "ALIVE" and row.lease_expires_at > engine.db.now_ms():
                 _log.warning("forced recovery of a live executor %s", row.executor_id)
             ids += engine.db.take_over(row.executor_id, row.incarnation, require_expired=False)
-    engine.recovery.dispatch_waiter.notify()
+    engine.wake_dispatcher()
     return ids

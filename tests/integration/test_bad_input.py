@@ -37,6 +37,8 @@ def test_public_names_are_pinned() -> None:
             "DBOSContextSetAuth",
             "DuplicationPolicy",
             "PortableWorkflowError",
+            "Queue",
+            "QueueRateLimit",
             "Serializer",
             "SetEnqueueOptions",
             "SetWorkflowID",

@@ -69,6 +69,7 @@ class Engine:
         self.background: list[threading.Thread] = []
         self.app_db: Any = None
         self.recovery: Any = None
+        self.dispatcher: Any = None
         self.on_capacity: Callable[[], None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------------
@@ -118,6 +119,10 @@ class Engine:
         if self.store is not None:
             self.store.close(max(0.1, deadline - time.monotonic()))
             self.store = None
+
+    def wake_dispatcher(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
 
     # --- executions ----------------------------------------------------------------------------------------
     def add_active(self, ex: Execution) -> None:

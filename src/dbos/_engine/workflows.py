@@ -15,7 +15,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .. import _failpoints as fp
 from .._context import UNSET, ContextState, current_or_empty, pop, push, take_pending_id
@@ -26,6 +26,7 @@ from ..error import (
     DBOSConflictingWorkflowError,
     DBOSException,
     DBOSNotAuthorizedError,
+    DBOSQueueDeduplicatedError,
     DBOSSerializationError,
     DBOSUnexpectedStepError,
     DBOSWorkflowCancelledError,
@@ -47,6 +48,19 @@ class Auth:
     assumed_role: str | None
 
 
+@dataclass(frozen=True)
+class QueueTarget:
+    """Where and how an enqueue puts its workflow (03 §4); None on a Plan means a direct start."""
+
+    queue_name: str
+    priority: int = 0
+    partition_key: str | None = None
+    deduplication_id: str | None = None
+    duplication_policy: Literal["return-existing", "reject"] = "return-existing"
+    delay_ms: int = 0
+    app_version: str | None = None
+
+
 @dataclass
 class Plan:
     """Everything decided before the insert."""
@@ -64,6 +78,7 @@ class Plan:
     replayed_child: str | None  # the child recorded at step_id on replay
     new: NewWorkflow | None = None
     link: ParentLink | None = None
+    queue: QueueTarget | None = None
 
 
 def workflow_name(info: FuncInfo) -> str:
@@ -130,12 +145,23 @@ def _take_child_steps(
 
 
 def plan_start(
-    engine: Engine, info: FuncInfo, args: tuple[Any, ...], kwargs: dict[str, Any], *, direct: bool
+    engine: Engine,
+    info: FuncInfo,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    direct: bool,
+    queue: QueueTarget | None = None,
 ) -> Plan:
     ctx = current_or_empty()
     if ctx.in_step or ctx.in_transaction:
+        verb = "enqueue" if queue is not None else "start"
         raise DBOSException(
-            f"cannot start workflow {info.name} inside a step or transaction; start it from the workflow"
+            f"cannot {verb} workflow {info.name} inside a step or transaction; {verb} it from the workflow body"
+        )
+    if queue is None and ctx.enqueue is not None and any(v is not None for v in vars(ctx.enqueue).values()):
+        raise DBOSException(
+            f"SetEnqueueOptions applies only to enqueues (Queue.enqueue); {info.name} was started directly"
         )
     receiver, args = split_receiver(info, args)
     name = workflow_name(info)
@@ -143,6 +169,7 @@ def plan_start(
     auth = Auth(ctx.authenticated_user, ctx.authenticated_roles, check_roles(engine.registry, info, ctx))
     step_id, result_step, replayed = _take_child_steps(engine, ctx, name, direct)
     plan = Plan(info, name, "", receiver, args, kwargs, auth, ctx.execution, step_id, result_step, replayed)
+    plan.queue = queue
     if replayed is not None:
         plan.workflow_id = replayed
         return plan
@@ -157,14 +184,15 @@ def plan_start(
     return plan
 
 
-def _deadline(ctx: ContextState) -> tuple[int | None, int | None, bool]:
-    """(timeout_ms, deadline_ms, deadline_from_now) from the context (02 §2 rules 2-3)."""
+def _deadline(ctx: ContextState, *, queued: bool) -> tuple[int | None, int | None, bool]:
+    """(timeout_ms, deadline_ms, deadline_from_now) from the context (02 §2 rules 2-3). A queued workflow's
+    own timeout starts at its first claim (03 §15), so only the timeout is stored."""
     if ctx.timeout is UNSET:
         parent = ctx.execution
         return None, parent.deadline_ms if parent is not None else None, False
     if ctx.timeout is None:
         return None, None, False
-    return int(math.ceil(float(ctx.timeout) * 1000)), None, True
+    return int(math.ceil(float(ctx.timeout) * 1000)), None, not queued
 
 
 def _receiver_fields(engine: Engine, plan: Plan) -> tuple[str | None, str | None]:
@@ -209,35 +237,55 @@ def _new_workflow(engine: Engine, plan: Plan, ctx: ContextState) -> NewWorkflow:
         plan.args, plan.kwargs, workflow_name=plan.name, max_bytes=engine.settings.max_payload_bytes
     )
     receiver, config_name = _receiver_fields(engine, plan)
-    timeout_ms, deadline_ms, from_now = _deadline(ctx)
-    return NewWorkflow(
+    q = plan.queue
+    timeout_ms, deadline_ms, from_now = _deadline(ctx, queued=q is not None)
+    common: dict[str, Any] = dict(
         workflow_id=plan.workflow_id,
         name=plan.name,
         class_name=plan.info.class_name,
         config_name=config_name,
         inputs=inputs,
         receiver=receiver,
-        status="PENDING",
-        owner=(engine.executor_id, engine.incarnation, secrets.token_hex(16)),
         creator_token=secrets.token_hex(16),
         timeout_ms=timeout_ms,
         deadline_ms=deadline_ms,
         deadline_from_now=from_now,
         application_name=engine.settings.name,
-        application_version=engine.application_version,
         app_id=engine.settings.app_id,
         authenticated_user=plan.auth.user,
         authenticated_roles=plan.auth.roles,
         assumed_role=plan.auth.assumed_role,
         parent_workflow_id=plan.parent.workflow_id if plan.parent is not None else None,
-        recovery_attempts=1,
+    )
+    if q is None:
+        return NewWorkflow(
+            status="PENDING",
+            owner=(engine.executor_id, engine.incarnation, secrets.token_hex(16)),
+            application_version=engine.application_version,
+            recovery_attempts=1,
+            **common,
+        )
+    return NewWorkflow(
+        status="DELAYED" if q.delay_ms > 0 else "ENQUEUED",
+        owner=None,
+        application_version=q.app_version or engine.application_version,
+        recovery_attempts=0,
+        queue_name=q.queue_name,
+        priority=q.priority,
+        partition_key=q.partition_key,
+        deduplication_id=q.deduplication_id,
+        duplication_policy=q.duplication_policy,
+        delay_until_ms=engine.db.now_ms() + q.delay_ms if q.delay_ms > 0 else None,
+        **common,
     )
 
 
 def check_insert(plan: Plan, res: InsertResult) -> None:
-    """Turn an insert result that is not `created`/`existing` into the error the caller sees."""
-    if res.kind in ("created", "existing"):
+    """Turn an insert result that is not `created`/`existing`/`dedup_existing` into the error the caller sees."""
+    if res.kind in ("created", "existing", "dedup_existing"):
         return
+    if res.kind in ("dedup_rejected", "dedup_conflict"):
+        raise _dedup_error(plan, res)
     if res.kind == "id_conflict":
         raise DBOSConflictingWorkflowError(
             plan.workflow_id, f"Workflow ID {plan.workflow_id} is already used by workflow {res.name}"
@@ -246,6 +294,21 @@ def check_insert(plan: Plan, res: InsertResult) -> None:
         plan.parent.fence_off()
         raise DBOSWorkflowConflictIDError(plan.parent.workflow_id)
     raise DBOSException(f"unexpected insert result {res.kind} for workflow {plan.workflow_id}")
+
+
+def _dedup_error(plan: Plan, res: InsertResult) -> DBOSQueueDeduplicatedError:
+    q = plan.queue
+    queue_name = q.queue_name if q is not None else ""
+    dedup = q.deduplication_id if q is not None else ""
+    detail = None
+    if res.kind == "dedup_conflict":
+        detail = (
+            f"deduplication ID {dedup!r} on queue {queue_name!r} is held by workflow {res.workflow_id} of function "
+            f"{res.name}, not {plan.name}"
+        )
+    return DBOSQueueDeduplicatedError(
+        plan.workflow_id, queue_name, dedup or "", existing_workflow_id=res.workflow_id, detail=detail
+    )
 
 
 def insert(engine: Engine, plan: Plan) -> InsertResult:
@@ -381,8 +444,15 @@ async def run_execution_async(engine: Engine, ex: Execution, body: Callable[[], 
     return await await_result_async(engine, ex.workflow_id)
 
 
-def run_in_background(engine: Engine, ex: Execution, body: Callable[[], Any], auth: Auth) -> None:
-    """Start the body on the pool (sync) or DBOS's loop (async); its outcome lives in the database."""
+def run_in_background(
+    engine: Engine,
+    ex: Execution,
+    body: Callable[[], Any],
+    auth: Auth,
+    on_done: Callable[[], None] | None = None,
+) -> None:
+    """Start the body on the pool (sync) or DBOS's loop (async); its outcome lives in the database.
+    `on_done` runs when the execution has ended in this process (a queue's local slot is then free)."""
     if ex.is_async:
 
         async def runner() -> None:
@@ -390,6 +460,9 @@ def run_in_background(engine: Engine, ex: Execution, body: Callable[[], Any], au
                 await run_execution_async(engine, ex, body, auth)
             except BaseException:
                 pass
+            finally:
+                if on_done is not None:
+                    on_done()
 
         engine.run_coroutine(runner())
         return
@@ -399,6 +472,9 @@ def run_in_background(engine: Engine, ex: Execution, body: Callable[[], Any], au
             run_execution(engine, ex, body, auth)
         except BaseException:
             pass
+        finally:
+            if on_done is not None:
+                on_done()
 
     engine.run_in_thread(task)
 

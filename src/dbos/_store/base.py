@@ -259,9 +259,13 @@ class ClaimRequest:
     partitioned: bool = False
     partition_concurrency: int | None = None  # PG (the engine passes the effective value, 1 by default)
     partition_rate: RateLimit | None = None  # PL
-    partition_local_room: Mapping[str | None, int] | None = None  # PW remainder per lane; absent lane = full PW
+    partition_local_room: Mapping[str | None, int] | None = (
+        None  # PW remainder per lane; absent lane = full PW
+    )
     partition_worker_concurrency: int | None = None  # PW
-    lane_order: Sequence[str | None] = ()  # lanes this process served most recently last (fairness, 03 §8 rule 5)
+    lane_order: Sequence[
+        str | None
+    ] = ()  # lanes this process served most recently last (fairness, 03 §8 rule 5)
 
 
 @dataclass(frozen=True, slots=True)

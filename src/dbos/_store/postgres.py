@@ -1,8 +1,9 @@
 """The PostgreSQL system store (07 §6): psycopg 3 with a connection pool, LISTEN/NOTIFY, advisory locks.
 
-Single-statement ops run in autocommit (one round trip); the only multi-statement op, a child start with its
-parent checkpoint, runs one transaction in pipeline mode. Every write op is idempotent by its key (07 §7), so
-connection loss and contention are retried within the foreground budget.
+Single-statement ops run in autocommit (one round trip). Multi-statement ops run one transaction in pipeline
+mode: a child start with its parent checkpoint, and a claim on a queue with a shared budget (BEGIN, the queue's
+advisory lock, the claim statement and COMMIT in one round trip; `postgres_queues`). Every write op is idempotent
+by its key (07 §7), so connection loss and contention are retried within the foreground budget.
 """
 
 from __future__ import annotations
@@ -31,6 +32,18 @@ from .postgres_conn import (
 from .postgres_errors import classify_pg_error, with_retries
 from .postgres_live import Clock, LivenessConnection
 from .postgres_migrate import current_plan, reset_postgres, run_migrations
+from .postgres_queue_sql import QueueStatements
+from .postgres_queues import (
+    ClaimsPruner,
+    claim_params,
+    claim_result,
+    claim_shape,
+    has_shared_budget,
+    logs_claims,
+    promote_result,
+    run_locked,
+    stats_rows,
+)
 from .postgres_rows import (
     Conn,
     Row,
@@ -43,7 +56,7 @@ from .postgres_rows import (
     unwrap_dbapi,
     workflow_row,
 )
-from .postgres_sql import WORKFLOW_COLUMNS, build_statements
+from .postgres_sql import build_statements
 
 __all__ = ["PostgresStore", "reset_postgres", "classify_pg_error"]
 
@@ -54,7 +67,9 @@ T = TypeVar("T")
 _WARN_EVERY_S = 30.0
 _POOL_CHECK_EVERY_S = 1.0
 _REGISTER_ATTEMPTS = 5
-_INSERT_ATTEMPTS = 3
+_DEDUP_RETRIES = (
+    3  # a refused insert whose ID and dedup holder both vanished is retried this often (03 §7 rule 4)
+)
 MAX_PAYLOAD_LIMIT = 268_435_456  # every payload up to 256 MiB must be storable on both backends
 
 
@@ -80,6 +95,8 @@ class PostgresStore:
         label = "client" if role == "client" else (settings.application_name or "app")
         self._spec = parse_url(url, app_label=label)
         self._sql = build_statements(self.schema)
+        self._qsql = QueueStatements(self.schema)
+        self._pruner = ClaimsPruner()
         self._stats = base.StoreStats()
         self._stats_lock = threading.Lock()
         self._clock = Clock()
@@ -260,45 +277,63 @@ class PostgresStore:
                 "p_write_token": parent.write_token,
             }
             result = self._pooled("insert_workflow", lambda conn: self._insert_child_once(conn, params, new))
-        if result.kind == "created" and result.status == "ENQUEUED":
+        if result.kind == "created" and result.status in ("ENQUEUED", "DELAYED"):
             self.changes.publish(base.Change("queue", (result.queue_name or base.INTERNAL_QUEUE,)))
         return result
 
-    def _classify_existing(self, r: Row, new: base.NewWorkflow) -> base.InsertResult:
-        return insert_result(records.existing_kind(new, r[8], (r[1], r[2], r[3])), r)
+    def _refused(self, rows: list[Row], new: base.NewWorkflow) -> base.InsertResult | None:
+        """After a refused insert, from `conflict_rows`: the row holding the ID (checked first), else the holder
+        of the dedup binding; None if neither exists any more (deleted meanwhile: retry the insert)."""
+        if not rows:
+            return None
+        r = rows[0]
+        if r[0] == 0:
+            return insert_result(records.existing_kind(new, r[9], (r[2], r[3], r[4])), r[1:])
+        return insert_result(records.dedup_kind(new, (r[2], r[3], r[4])), r[1:])
+
+    def _vanished(self, new: base.NewWorkflow) -> base.StoreError:
+        return base.UnknownStorageError(
+            f"the insert of workflow {new.workflow_id!r} was refused, but neither its ID nor its deduplication "
+            f"ID is held (after {_DEDUP_RETRIES} retries)",
+            op="insert_workflow",
+        )
 
     def _insert_once(self, conn: Conn, params: dict[str, Any], new: base.NewWorkflow) -> base.InsertResult:
-        for _ in range(_INSERT_ATTEMPTS):
+        for _ in range(1 + _DEDUP_RETRIES):
             row = self._one(conn, "insert_workflow", self._sql.insert_workflow, params, write=True)
             assert row is not None
             if row[2] is not None:
                 return insert_result("created", row[2:])
-            existing = self._one(conn, "insert_workflow", self._sql.existing_workflow, params, write=False)
-            if existing is not None:
-                return self._classify_existing(existing, new)
-        raise base.Contention("the workflow row kept vanishing during insert", op="insert_workflow")
+            rows = self._all(conn, "insert_workflow", self._sql.conflict_rows, params, write=False)
+            result = self._refused(rows, new)
+            if result is not None:
+                return result
+        raise self._vanished(new)
 
     def _insert_child_once(
         self, conn: Conn, params: dict[str, Any], new: base.NewWorkflow
     ) -> base.InsertResult:
         """One transaction in pipeline mode: BEGIN and the statement travel together, then COMMIT (2 round
         trips on the happy path). psycopg's `transaction()` would add a synchronous BEGIN."""
-        try:
-            with conn.pipeline():
-                conn.execute("BEGIN")
-                result, commit = self._insert_child_tx(conn, params, new)
-                conn.execute("COMMIT" if commit else "ROLLBACK")
-        except BaseException:
-            abort(conn)
-            raise
-        self._count("insert_workflow", commit=commit)
-        return result
+        for _ in range(1 + _DEDUP_RETRIES):
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    result, commit = self._insert_child_tx(conn, params, new)
+                    conn.execute("COMMIT" if commit else "ROLLBACK")
+            except BaseException:
+                abort(conn)
+                raise
+            self._count("insert_workflow", commit=commit)
+            if result is not None:
+                return result
+        raise self._vanished(new)
 
     def _insert_child_tx(
         self, conn: Conn, params: dict[str, Any], new: base.NewWorkflow
-    ) -> tuple[base.InsertResult, bool]:
+    ) -> tuple[base.InsertResult | None, bool]:
         """Inside the transaction: child insert and parent checkpoint in one statement, then the verdict and
-        whether to commit."""
+        whether to commit (None: the conflicting rows vanished; roll back and retry)."""
         row = conn.execute(self._sql.insert_child, params).fetchone()
         self._count("insert_workflow", round_trips=1, calls=0)
         assert row is not None
@@ -308,13 +343,23 @@ class PostgresStore:
         if row[2] is not None:
             result = insert_result("created", row[2:])
         else:
-            existing = conn.execute(self._sql.existing_workflow, params).fetchone()
+            rows = conn.execute(self._sql.conflict_rows, params).fetchall()
             self._count("insert_workflow", round_trips=1, read=True, calls=0)
-            if existing is None:
-                raise base.Contention("the workflow row vanished during insert", op="insert_workflow")
-            result = self._classify_existing(existing, new)
-            if result.kind == "id_conflict":
-                return result, False
+            refused = self._refused(list(rows), new)
+            if refused is None:
+                return None, False
+            result = refused
+            if result.kind not in ("created", "existing", "dedup_existing"):
+                return result, False  # id_conflict, dedup_rejected, dedup_conflict write nothing
+            if result.kind == "dedup_existing":
+                # The parent's step names the workflow its handle refers to: the holder. The update also
+                # proves the step is this start's (just inserted, or by an earlier attempt).
+                point = params | {"holder_id": result.workflow_id}
+                pointed = conn.execute(self._sql.dedup_parent_step, point).fetchone()
+                self._count("insert_workflow", round_trips=1, calls=0)
+                if pointed is None:
+                    return base.InsertResult("parent_conflict", new.workflow_id), False
+                return result, True
         if not step_inserted:
             step = conn.execute(self._sql.parent_step, params).fetchone()
             self._count("insert_workflow", round_trips=1, read=True, calls=0)
@@ -437,48 +482,50 @@ class PostgresStore:
     # claims ----------------------------------------------------------------------------------------------------
 
     def claim(self, req: base.ClaimRequest) -> base.ClaimResult:
-        names = sorted(req.registered)
+        """One transaction (03 §21 rule 4, 07 §6.4): a single autocommit statement, or, with a shared budget,
+        BEGIN + the queue's advisory lock + the statement + COMMIT pipelined in one round trip."""
         records.check_claim(req)
-        if not names or req.max_rows <= 0:
-            return base.ClaimResult([], [])
-        params = {
-            "queue_name": req.queue_name,
-            "names": names,
-            "application_name": req.application_name,
-            "application_version": req.application_version,
-            "max_rows": min(req.max_rows, 1000),
-            "executor_id": req.executor_id,
-            "incarnation": req.incarnation,
-            "batch_token": req.batch_token,
-        }
+        params = claim_params(req)
+        prune = logs_claims(req) and self._pruner.due(req.queue_name)
+        query = self._qsql.claim(claim_shape(req, prune=prune))
+        lock_key = advisory_key(self.schema, "claim", req.queue_name) if has_shared_budget(req) else None
 
         def attempt(n: int) -> list[Row]:
             self._ensure_open("claim")
             with self._pool.connection() as conn:
                 if n > 0:  # an earlier attempt may have committed: its rows carry the batch token
-                    rows = self._all(conn, "claim", self._sql.claim_readback, params, write=False)
+                    rows = self._all(conn, "claim", self._qsql.claim_readback, params, write=False)
                     if rows:
                         return rows
-                return self._all(conn, "claim", self._sql.claim, params, write=True)
+                if lock_key is None:
+                    return self._all(conn, "claim", query, params, write=True)
+                rows = run_locked(conn, lock_key, query, params)
+                self._count("claim", commit=True)
+                return rows
 
         rows = with_retries("claim", attempt, on_error=self._on_error)
-        return self._claim_result(rows, req.queue_name)
+        result, changes = claim_result(rows, req.queue_name)
+        self._publish(changes)
+        return result
 
-    def _claim_result(self, rows: list[Row], queue_name: str) -> base.ClaimResult:
-        cancelled: list[str] = list(rows[0][0] or []) if rows else []
-        claimed: list[base.ClaimedWorkflow] = []
-        for r in rows:
-            if r[2] is None:
-                continue
-            wf = workflow_row(r[2 : 2 + len(WORKFLOW_COLUMNS)])
-            prev_attempts, seeded = r[2 + len(WORKFLOW_COLUMNS)], r[3 + len(WORKFLOW_COLUMNS)]
-            fence = base.Fence(wf.workflow_id, wf.claim_token or "")
-            claimed.append(base.ClaimedWorkflow(fence, wf, records.may_have_steps(prev_attempts, seeded)))
-        claimed.sort(key=lambda c: (-c.row.priority, c.row.seq))
-        if cancelled:
-            changes = [base.Change("wf", (wid,)) for wid in cancelled]
-            self._publish([*changes, base.Change("queue", (queue_name,))])
-        return base.ClaimResult(claimed, cancelled)
+    def promote_delayed(self, *, limit: int = 1000) -> base.PromoteResult:
+        params = {"limit": max(0, limit), "internal": base.INTERNAL_QUEUE}
+        row = self._pooled(
+            "promote_delayed",
+            lambda conn: self._one(conn, "promote_delayed", self._qsql.promote, params, write=True),
+        )
+        result = promote_result(row)
+        self._publish([base.Change("queue", (q,)) for q in sorted({q for _, q in result.promoted})])
+        return result
+
+    def queue_stats(self, queue_name: str | None) -> list[base.QueueStatsRow]:
+        records.check_opt_name(queue_name, "queue name")
+        query = self._qsql.stats_all if queue_name is None else self._qsql.stats_one
+        rows = self._pooled(
+            "queue_stats",
+            lambda conn: self._all(conn, "queue_stats", query, {"queue_name": queue_name}, write=False),
+        )
+        return stats_rows(rows)
 
     def release(self, fences: Sequence[base.Fence], *, refund_attempt: bool) -> list[str]:
         ordered = sorted({(f.workflow_id, f.claim_token) for f in fences})

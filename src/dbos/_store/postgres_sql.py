@@ -172,8 +172,9 @@ class Statements:
     get_states: str
     load_checkpoints: str
     list_steps: str
-    claim: str
-    claim_readback: str
+    conflict_rows: str
+    dedup_parent_step: str
+    claim: str  # the claim of an unpartitioned queue without shared limits (postgres_queue_sql)
     release: str
     register_executor: str
     take_liveness_lock: str
@@ -207,40 +208,10 @@ def _insert_sql(t: dict[str, str], *, parent: bool) -> str:
     return (
         f"WITH {_T}, {fence}"
         f"ins AS (INSERT INTO {{s}}.workflows ({_WF_INSERT_COLUMNS}) SELECT {_WF_INSERT_VALUES} FROM _t {guard} "
-        f"ON CONFLICT (workflow_id) DO NOTHING RETURNING {cols(INSERT_RESULT_COLUMNS)}, deadline_ms){step} "
+        f"ON CONFLICT DO NOTHING RETURNING {cols(INSERT_RESULT_COLUMNS)}, deadline_ms){step} "
         f"SELECT {counts}, {cols(INSERT_RESULT_COLUMNS, 'ins')}, ins.deadline_ms, "
-        f"CASE WHEN ins.status = 'ENQUEUED' THEN {q} END "
+        f"CASE WHEN ins.status IN ('ENQUEUED', 'DELAYED') THEN {q} END "
         "FROM (SELECT 1) AS one LEFT JOIN ins ON true"
-    )
-
-
-def _claim_sql(t: dict[str, str]) -> str:
-    wf_cols = workflow_select_list(load_input=True, load_output=True, alias="w")
-    wf = t["wf_notify"].replace("KEY", "x.workflow_id")
-    q = t["queue_notify"].replace("KEY", "x.queue_name")
-    return (
-        f"WITH {_T}, "
-        "cand AS (SELECT workflow_id, recovery_attempts AS prev_attempts, steps_seeded, deadline_ms AS prev_deadline "
-        "FROM {s}.workflows WHERE status = 'ENQUEUED' AND queue_name = %(queue_name)s "
-        "AND name = ANY(%(names)s::text[]) "
-        "AND (application_name = %(application_name)s::text OR application_name IS NULL) "
-        "AND (application_version = %(application_version)s::text OR application_version IS NULL) "
-        "ORDER BY priority DESC, seq LIMIT %(max_rows)s FOR UPDATE SKIP LOCKED), "
-        "x AS (UPDATE {s}.workflows w SET status = 'CANCELLED', cancel_reason = 'deadline', completed_at = _t.ms, "
-        "updated_at = _t.ms FROM cand c, _t WHERE w.workflow_id = c.workflow_id AND c.prev_deadline IS NOT NULL "
-        "AND c.prev_deadline <= _t.ms RETURNING w.workflow_id, w.queue_name, w.priority, w.seq), "
-        "cl AS (UPDATE {s}.workflows w SET status = 'PENDING', executor_id = %(executor_id)s, "
-        "incarnation = %(incarnation)s, claim_token = md5(gen_random_uuid()::text || gen_random_uuid()::text), "
-        "claim_batch = %(batch_token)s, dequeued_at = _t.ms, updated_at = _t.ms, "
-        "recovery_attempts = w.recovery_attempts + 1, "
-        "application_version = COALESCE(w.application_version, %(application_version)s::text), "
-        "deadline_ms = COALESCE(w.deadline_ms, _t.ms + w.timeout_ms) "
-        "FROM cand c, _t WHERE w.workflow_id = c.workflow_id AND (c.prev_deadline IS NULL OR c.prev_deadline > _t.ms) "
-        f"RETURNING {wf_cols}, c.prev_attempts, c.steps_seeded), "
-        "n AS (SELECT array_agg(x.workflow_id ORDER BY x.priority DESC, x.seq) AS cancelled, "
-        f"string_agg({wf} || coalesce({q}, ''), '') AS sent FROM x) "
-        f"SELECT n.cancelled, n.sent IS NULL, {cols(WORKFLOW_COLUMNS, 'cl')}, cl.prev_attempts, cl.steps_seeded "
-        "FROM n LEFT JOIN cl ON true"
     )
 
 
@@ -338,7 +309,7 @@ def _executor_sql(t: dict[str, str]) -> dict[str, str]:
     }
 
 
-def _templates(schema: str) -> dict[str, str]:
+def templates(schema: str) -> dict[str, str]:
     ch = channels(schema)
     return {
         "wf_notify": notify(ch["wf"], "wf", "KEY"),
@@ -356,6 +327,19 @@ def _workflow_sql(t: dict[str, str]) -> dict[str, str]:
         "existing_workflow": (
             f"SELECT {cols(INSERT_RESULT_COLUMNS)}, deadline_ms, creator_token FROM {{s}}.workflows "
             "WHERE workflow_id = %(workflow_id)s"
+        ),
+        # After a refused insert: the row holding the ID (src 0), else the holder of the dedup binding (src 1).
+        "conflict_rows": (
+            f"SELECT 0 AS src, {cols(INSERT_RESULT_COLUMNS)}, deadline_ms, creator_token FROM {{s}}.workflows "
+            "WHERE workflow_id = %(workflow_id)s UNION ALL "
+            f"SELECT 1, {cols(INSERT_RESULT_COLUMNS)}, deadline_ms, creator_token FROM {{s}}.workflows "
+            "WHERE %(deduplication_id)s::text IS NOT NULL AND dedup_queue = %(dedup_queue)s::text "
+            "AND deduplication_id = %(deduplication_id)s::text ORDER BY 1"
+        ),
+        # A child start deduplicated onto an existing holder: the parent's checkpoint points at the holder.
+        "dedup_parent_step": (
+            "UPDATE {s}.steps SET child_workflow_id = %(holder_id)s WHERE workflow_id = %(p_workflow_id)s "
+            "AND step_id = %(p_step_id)s AND write_token = %(p_write_token)s RETURNING 1"
         ),
         "parent_step": (
             "SELECT write_token FROM {s}.steps WHERE workflow_id = %(p_workflow_id)s AND step_id = %(p_step_id)s"
@@ -399,14 +383,7 @@ def _workflow_sql(t: dict[str, str]) -> dict[str, str]:
 
 
 def _queue_sql(t: dict[str, str]) -> dict[str, str]:
-    readback_cols = workflow_select_list(load_input=True, load_output=True)
     return {
-        "claim": _claim_sql(t),
-        "claim_readback": (
-            f"SELECT NULL, true, {readback_cols}, recovery_attempts - 1, steps_seeded FROM {{s}}.workflows "
-            "WHERE queue_name = %(queue_name)s AND status = 'PENDING' AND claim_batch = %(batch_token)s "
-            "AND executor_id = %(executor_id)s AND incarnation = %(incarnation)s"
-        ),
         "release": _requeue_sql(
             "w.workflow_id = f.workflow_id AND w.claim_token = f.claim_token AND w.status = 'PENDING'",
             t,
@@ -423,17 +400,20 @@ def _queue_sql(t: dict[str, str]) -> dict[str, str]:
     }
 
 
-def _render(template: str, schema: sql.Identifier) -> str:
+def render(template: str, schema: sql.Identifier) -> str:
     return sql.SQL(template).format(s=schema).as_string(None)
 
 
 def build_statements(schema: str) -> Statements:
-    t = _templates(schema)
+    from .postgres_queue_sql import ClaimShape, claim_sql  # that module builds on this one's column lists
+
+    t = templates(schema)
     ident = sql.Identifier(schema)
     raw = {**_workflow_sql(t), **_queue_sql(t), **_executor_sql(t)}
-    rendered = {name: _render(text, ident) for name, text in raw.items()}
+    raw["claim"] = claim_sql(ClaimShape(partitioned=False, global_concurrency=False, rate=False), t)
+    rendered = {name: render(text, ident) for name, text in raw.items()}
     get_workflow = {
-        (i, o): _render(
+        (i, o): render(
             f"SELECT {workflow_select_list(load_input=i, load_output=o)} FROM {{s}}.workflows "
             "WHERE workflow_id = %(workflow_id)s",
             ident,

@@ -8,8 +8,9 @@ result rows into something addressable by column name.
 
 from __future__ import annotations
 
+import collections
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from . import base
@@ -305,3 +306,176 @@ def check_registration(reg: base.ExecutorRegistration) -> None:
     tc.check_name(reg.hostname, "hostname")
     tc.check_name(reg.host_identity, "host identity")
     check_opt_name(reg.process_start, "process start")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Deduplication verdicts and the result rows of inserts (03 §7)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def dedup_kind(new: base.NewWorkflow, holder: tuple[str, str | None, str | None]) -> base.InsertKind:
+    """After an insert refused by the (dedup_queue, deduplication_id) binding, from the holder's (name,
+    class_name, config_name): another function, a rejecting policy, or the holder to return."""
+    if holder != (new.name, new.class_name, new.config_name):
+        return "dedup_conflict"
+    return "dedup_rejected" if new.duplication_policy == "reject" else "dedup_existing"
+
+
+def insert_result(kind: base.InsertKind, r: Columns) -> base.InsertResult:
+    """An `InsertResult` naming the row `r` (columns workflow_id, name, class_name, config_name, status,
+    queue_name, created_at, deadline_ms)."""
+    return base.InsertResult(
+        kind,
+        r["workflow_id"],
+        r["name"],
+        r["class_name"],
+        r["config_name"],
+        r["status"],
+        r["queue_name"],
+        r["created_at"],
+        r["deadline_ms"],
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Claims: budget arithmetic and fair lane selection (03 §8 rule 5, §11, §12, §21 rules 3-4)
+# ---------------------------------------------------------------------------------------------------------------
+
+CLAIM_BATCH_MAX = 1000
+RATE_CLAIMS_RETENTION_MS = 86_400_000  # the largest allowed period: older queue_claims rows are dead
+RATE_CLAIMS_PRUNE_EVERY_S = 60.0
+
+# (lane key, offset, limit) -> the lane's eligible rows [(workflow_id, priority, seq)] in priority-then-FIFO
+# order, skipping the first `offset`; the NULL key is the "no key" lane.
+LaneFetch = Callable[[str | None, int, int], list[tuple[str, int, int]]]
+
+
+def rate_room(rate: base.RateLimit, in_window: int, oldest: int | None) -> tuple[int, int | None]:
+    """(claims left in the window, and when it is exhausted, the time its oldest claim ages out)."""
+    left = rate.limit - in_window
+    if left > 0:
+        return left, None
+    return 0, None if oldest is None else oldest + rate.period_ms
+
+
+def claim_budget(
+    req: base.ClaimRequest, pending: int, in_window: int, oldest: int | None
+) -> tuple[int, int | None]:
+    """The queue-wide budget: min(max_rows, G - PENDING rows, L - claims in the window), clamped at 0; plus
+    the rate slot when L is what blocks. `pending`/`in_window`/`oldest` are ignored for unset limits."""
+    budget = min(req.max_rows, CLAIM_BATCH_MAX)
+    slot = None
+    if req.global_concurrency is not None:
+        budget = min(budget, req.global_concurrency - pending)
+    if req.rate is not None:
+        left, slot = rate_room(req.rate, in_window, oldest)
+        budget = min(budget, left)
+    return max(0, budget), slot
+
+
+def lane_room(
+    req: base.ClaimRequest, key: str | None, pending: int, in_window: int, oldest: int | None
+) -> tuple[int | None, int | None]:
+    """A lane's room: min over the set terms PG - its PENDING rows, PL - its claims in the window, and the
+    local PW remainder (`partition_local_room[key]`, else PW); None = unlimited. Plus PL's rate slot."""
+    terms: list[int] = []
+    slot = None
+    if req.partition_concurrency is not None:
+        terms.append(req.partition_concurrency - pending)
+    if req.partition_rate is not None:
+        left, slot = rate_room(req.partition_rate, in_window, oldest)
+        terms.append(left)
+    local = req.partition_worker_concurrency
+    if req.partition_local_room is not None:
+        local = req.partition_local_room.get(key, local)
+    if local is not None:
+        terms.append(local)
+    return (max(0, min(terms)) if terms else None), slot
+
+
+def order_lanes(
+    heads: Mapping[str | None, tuple[int, int]], lane_order: Sequence[str | None]
+) -> list[str | None]:
+    """Lanes by their head's (priority, seq): priority descending, then lanes not in `lane_order` (in head
+    order), then those in `lane_order` order (the most recently served is last)."""
+    served = {k: i for i, k in enumerate(lane_order)}
+
+    def rank(k: str | None) -> tuple[int, int, int]:
+        priority, seq = heads[k]
+        pos = served.get(k)
+        return (-priority, 0, seq) if pos is None else (-priority, 1, pos)
+
+    return sorted(heads, key=rank)
+
+
+class _Lane:
+    __slots__ = ("key", "room", "rows", "fetched", "drained")
+
+    def __init__(self, key: str | None, room: int) -> None:
+        self.key = key
+        self.room = room
+        self.rows: collections.deque[tuple[str, int, int]] = collections.deque()
+        self.fetched = 0
+        self.drained = False
+
+    def refill(self, fetch: LaneFetch, want: int) -> None:
+        want = min(want, self.room)
+        got = fetch(self.key, self.fetched, want)
+        self.fetched += len(got)
+        self.drained = len(got) < want
+        self.rows.extend(got)
+
+    def take(self, fetch: LaneFetch, chunk: int) -> str | None:
+        if not self.rows and not self.drained:
+            self.refill(fetch, chunk)
+        if not self.rows:
+            return None
+        self.room -= 1
+        return self.rows.popleft()[0]
+
+    def open(self) -> bool:
+        return self.room > 0 and (bool(self.rows) or not self.drained)
+
+
+def pick_lanes(
+    heads: Mapping[str | None, tuple[str, int, int]],
+    rooms: Mapping[str | None, int | None],
+    budget: int,
+    lane_order: Sequence[str | None],
+    fetch: LaneFetch,
+) -> list[str]:
+    """The workflow IDs to claim from a partitioned queue, in claim order.
+
+    `heads` maps every lane with eligible work to its first eligible row (workflow_id, priority, seq), `rooms`
+    gives each lane's room (None = unlimited; absent = unlimited). Lanes are ordered by `order_lanes`; pass 1
+    takes each lane's head, pass 2 each lane's second row (lanes with room left), ... until the budget is spent.
+    Further rows are fetched lazily, in chunks of about budget / open lanes, so the cost is O(rows claimed +
+    lanes), never the backlog."""
+    if budget <= 0:
+        return []
+    lanes: dict[str | None, _Lane] = {}
+    for key, head in heads.items():
+        room = rooms.get(key)
+        lane = _Lane(key, budget if room is None else min(room, budget))
+        if lane.room > 0:
+            lane.rows.append(head)
+            lane.fetched = 1
+            lanes[key] = lane
+    order = order_lanes({k: (lane.rows[0][1], lane.rows[0][2]) for k, lane in lanes.items()}, lane_order)
+    active = [lanes[k] for k in order]
+    picked: list[str] = []
+    while budget > 0 and active:
+        chunk = max(1, -(-budget // len(active)))
+        still: list[_Lane] = []
+        for lane in active:
+            if budget == 0:
+                break
+            wid = lane.take(fetch, chunk)
+            if wid is None:
+                continue
+            picked.append(wid)
+            budget -= 1
+            if lane.open():
+                still.append(lane)
+        active = still
+    return picked

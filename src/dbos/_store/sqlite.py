@@ -1,8 +1,8 @@
 """The SQLite backend of the system store (07 §5).
 
 `SQLiteStore` validates text at the boundary, then delegates each op to one transaction of `SQLiteDB`:
-`sqlite_workflows` (workflows, steps, claims), `sqlite_executors` (liveness), `sqlite_migrate` (schema),
-`sqlite_feed` (cross-process change detection).
+`sqlite_workflows` (workflows, steps), `sqlite_queues` (claims, delayed promotion, queue statistics),
+`sqlite_executors` (liveness), `sqlite_migrate` (schema), `sqlite_feed` (cross-process change detection).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from . import base, records
 from . import sqlite_executors as ex
+from . import sqlite_queues as qs
 from . import sqlite_workflows as wf
 from .sqlite_conn import SQLiteDB, check_environment, now_ms, path_from_url
 from .sqlite_errors import classify_sqlite_error
@@ -47,6 +48,7 @@ class SQLiteStore:
         path = path_from_url(url)
         check_environment(path, settings)
         self._db = SQLiteDB(path, settings, self.changes, self.origin)
+        self._pruner = qs.ClaimsPruner()
         self._detector: ChangeDetector | None = None
         if settings.role == "executor":
             self._detector = ChangeDetector(
@@ -137,14 +139,25 @@ class SQLiteStore:
 
     def claim(self, req: base.ClaimRequest) -> base.ClaimResult:
         records.check_claim(req)
-        return self._db.write("claim", lambda tx: wf.claim(tx, req))
+        return self._db.write("claim", lambda tx: qs.claim(tx, req, self._pruner))
 
     def release(self, fences: Sequence[base.Fence], *, refund_attempt: bool) -> list[str]:
         for fence in fences:
             records.check_fence(fence)
         if not fences:
             return []
-        return self._db.write("release", lambda tx: wf.release(tx, fences, refund_attempt))
+        return self._db.write("release", lambda tx: qs.release(tx, fences, refund_attempt))
+
+    def promote_delayed(self, *, limit: int = 1000) -> base.PromoteResult:
+        # A cheap read first: when nothing is due, the write lock is never taken.
+        due = self._db.read("promote_delayed", qs.next_due)
+        if due is None or due > now_ms():
+            return base.PromoteResult([], due)
+        return self._db.write("promote_delayed", lambda tx: qs.promote_delayed(tx, limit))
+
+    def queue_stats(self, queue_name: str | None) -> list[base.QueueStatsRow]:
+        records.check_opt_name(queue_name, "queue name")
+        return self._db.read("queue_stats", lambda c: qs.queue_stats(c, queue_name), snapshot=True)
 
     # executors -----------------------------------------------------------------------------------------------
 

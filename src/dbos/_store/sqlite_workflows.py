@@ -1,4 +1,5 @@
-"""Workflow, step and claim operations of the SQLite backend. Writes take a `WriteTx`, reads a connection."""
+"""Workflow and step operations of the SQLite backend (queue operations are in `sqlite_queues`). Writes take a
+`WriteTx`, reads a connection."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import base, records
-from .base import INTERNAL_QUEUE, Write
+from .base import Write
 from .records import step_row, workflow_row
 from .sqlite_conn import WriteTx
 from .sqlite_rows import STATE_COLUMNS, STEP_COLUMNS, json_list, to_state, workflow_columns
@@ -79,15 +80,25 @@ _INSERT_COLUMNS = (
     "claim_token, recovery_attempts, max_recovery_attempts, parent_workflow_id, forked_from, schedule_name, "
     "attributes, creator_token, created_at, updated_at"
 )
+# `ON CONFLICT DO NOTHING` covers the workflow ID and the deduplication binding (the unique index `dedup` on
+# (dedup_queue, deduplication_id)); a refused insert is then told apart by the lookups below.
 _INSERT_WORKFLOW = (
     f"INSERT INTO dbos_workflows ({_INSERT_COLUMNS}) VALUES ("
     + ", ".join(f":{c.strip()}" for c in _INSERT_COLUMNS.split(","))
-    + ") ON CONFLICT (workflow_id) DO NOTHING RETURNING seq"
+    + ") ON CONFLICT DO NOTHING RETURNING seq"
 )
-_IDENTITY = (
-    "SELECT name, class_name, config_name, status, queue_name, created_at, deadline_ms, creator_token "
-    "FROM dbos_workflows WHERE workflow_id = ?"
+_RESULT_COLUMNS = "workflow_id, name, class_name, config_name, status, queue_name, created_at, deadline_ms"
+_IDENTITY = f"SELECT {_RESULT_COLUMNS}, creator_token FROM dbos_workflows WHERE workflow_id = ?"
+_HOLDER = (
+    f"SELECT {_RESULT_COLUMNS} FROM dbos_workflows INDEXED BY dbos_workflows_dedup "
+    "WHERE dedup_queue = ? AND deduplication_id = ?"
 )
+_POINT_PARENT_STEP = (
+    "UPDATE dbos_steps SET child_workflow_id = ? WHERE workflow_id = ? AND step_id = ? AND write_token = ?"
+)
+# A holder deleted between the refused insert and its lookup is retried this many times (03 §7 rule 4). One
+# write transaction holds the file's write lock, so on SQLite this cannot actually happen.
+DEDUP_RETRIES = 3
 
 
 def _insert_params(new: base.NewWorkflow, now: int) -> dict[str, Any]:
@@ -118,39 +129,54 @@ def insert_workflow(tx: WriteTx, new: base.NewWorkflow, parent: base.ParentLink 
             kind: base.InsertKind = "fenced" if written is Write.FENCED else "parent_conflict"
             return base.InsertResult(kind, new.workflow_id)
     params = _insert_params(new, tx.now)
-    if tx.execute(_INSERT_WORKFLOW, params).fetchone() is not None:
-        if new.status == "ENQUEUED":
-            tx.emit("queue", new.queue_name)
-        return base.InsertResult(
-            "created",
-            new.workflow_id,
-            new.name,
-            new.class_name,
-            new.config_name,
-            new.status,
-            new.queue_name,
-            tx.now,
-            params["deadline_ms"],
-        )
-    return _existing(tx, new)
+    for _ in range(1 + DEDUP_RETRIES):
+        if tx.execute(_INSERT_WORKFLOW, params).fetchone() is not None:
+            if new.status in ("ENQUEUED", "DELAYED") and new.queue_name is not None:
+                tx.emit("queue", new.queue_name)
+            return base.InsertResult(
+                "created",
+                new.workflow_id,
+                new.name,
+                new.class_name,
+                new.config_name,
+                new.status,
+                new.queue_name,
+                tx.now,
+                params["deadline_ms"],
+            )
+        r = tx.execute(_IDENTITY, (new.workflow_id,)).fetchone()
+        if r is not None:
+            return _existing(tx, new, r)
+        if new.deduplication_id is not None:
+            holder = tx.execute(_HOLDER, (new.queue_name, new.deduplication_id)).fetchone()
+            if holder is not None:
+                return _deduplicated(tx, new, parent, holder)
+    raise base.UnknownStorageError(
+        f"the insert of workflow {new.workflow_id!r} was refused, but neither its ID nor its deduplication ID "
+        f"is held (after {DEDUP_RETRIES} retries)",
+        op="insert_workflow",
+    )
 
 
-def _existing(tx: WriteTx, new: base.NewWorkflow) -> base.InsertResult:
-    r = tx.execute(_IDENTITY, (new.workflow_id,)).fetchone()
+def _existing(tx: WriteTx, new: base.NewWorkflow, r: sqlite3.Row) -> base.InsertResult:
     kind = records.existing_kind(new, r["creator_token"], (r["name"], r["class_name"], r["config_name"]))
     if kind == "id_conflict":
         tx.rollback_only = True  # drop the parent checkpoint, if any
-    return base.InsertResult(
-        kind,
-        new.workflow_id,
-        r["name"],
-        r["class_name"],
-        r["config_name"],
-        r["status"],
-        r["queue_name"],
-        r["created_at"],
-        r["deadline_ms"],
-    )
+    return records.insert_result(kind, r)
+
+
+def _deduplicated(
+    tx: WriteTx, new: base.NewWorkflow, parent: base.ParentLink | None, holder: sqlite3.Row
+) -> base.InsertResult:
+    kind = records.dedup_kind(new, (holder["name"], holder["class_name"], holder["config_name"]))
+    if kind != "dedup_existing":
+        tx.rollback_only = True  # nothing is written, not even the parent checkpoint
+    elif parent is not None:  # the parent's step names the workflow its handle refers to: the holder
+        tx.execute(
+            _POINT_PARENT_STEP,
+            (holder["workflow_id"], parent.fence.workflow_id, parent.step_id, parent.write_token),
+        )
+    return records.insert_result(kind, holder)
 
 
 def get_workflow(
@@ -208,109 +234,3 @@ def record_outcome(tx: WriteTx, fence: base.Fence, outcome: base.Outcome) -> bas
     if row is None:
         return base.OutcomeResult(False, None)
     return records.refused_outcome(row["status"], row["claim_token"], outcome.status, fence.claim_token)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Claims
-# ---------------------------------------------------------------------------------------------------------------
-
-_CANDIDATES = """
-SELECT workflow_id, deadline_ms FROM dbos_workflows
-WHERE status = 'ENQUEUED' AND queue_name = ?
-  AND name IN (SELECT value FROM json_each(?))
-  AND (application_name IS NULL OR application_name = ?)
-  AND (application_version IS NULL OR application_version = ?)
-ORDER BY priority DESC, seq
-LIMIT ?
-"""
-_CANCEL_EXPIRED = """
-UPDATE dbos_workflows
-SET status = 'CANCELLED', cancel_reason = 'deadline', completed_at = ?, updated_at = ?
-WHERE workflow_id IN (SELECT value FROM json_each(?)) AND +status = 'ENQUEUED'
-RETURNING workflow_id
-"""
-# randomblob(16) gives each row its own 128-bit claim token inside one statement. `+status` keeps the planner
-# on the workflow_id index instead of scanning every ENQUEUED row.
-_CLAIM = """
-UPDATE dbos_workflows
-SET status = 'PENDING', executor_id = ?, incarnation = ?, claim_token = lower(hex(randomblob(16))),
-    claim_batch = ?, dequeued_at = ?, updated_at = ?, recovery_attempts = recovery_attempts + 1,
-    application_version = COALESCE(application_version, ?), deadline_ms = COALESCE(deadline_ms, ? + timeout_ms)
-WHERE workflow_id IN (SELECT value FROM json_each(?)) AND +status = 'ENQUEUED'
-RETURNING *
-"""
-_BATCH_READBACK = """
-SELECT * FROM dbos_workflows
-WHERE status = 'PENDING' AND executor_id = ? AND incarnation = ? AND claim_batch = ?
-ORDER BY priority DESC, seq
-"""
-
-
-def _claimed(r: sqlite3.Row) -> base.ClaimedWorkflow:
-    may_have_steps = records.may_have_steps(r["recovery_attempts"] - 1, r["steps_seeded"])
-    return base.ClaimedWorkflow(
-        base.Fence(r["workflow_id"], r["claim_token"]), workflow_row(r), may_have_steps
-    )
-
-
-def claim(tx: WriteTx, req: base.ClaimRequest) -> base.ClaimResult:
-    # A retry of a batch that committed returns that batch (07 §7 rule 1).
-    prior = tx.execute(_BATCH_READBACK, (req.executor_id, req.incarnation, req.batch_token)).fetchall()
-    if prior:
-        return base.ClaimResult([_claimed(r) for r in prior], [])
-    limit = max(0, min(req.max_rows, 1000))
-    rows = tx.execute(
-        _CANDIDATES,
-        (
-            req.queue_name,
-            json_list(sorted(req.registered)),
-            req.application_name,
-            req.application_version,
-            limit,
-        ),
-    ).fetchall()
-    expired = [r["workflow_id"] for r in rows if r["deadline_ms"] is not None and r["deadline_ms"] <= tx.now]
-    live = [r["workflow_id"] for r in rows if r["deadline_ms"] is None or r["deadline_ms"] > tx.now]
-    cancelled: list[str] = []
-    if expired:
-        cur = tx.execute(_CANCEL_EXPIRED, (tx.now, tx.now, json_list(expired)))
-        cancelled = [r["workflow_id"] for r in cur.fetchall()]
-        for wid in cancelled:
-            tx.emit("wf", wid)
-    claimed: list[base.ClaimedWorkflow] = []
-    if live:
-        params = (
-            req.executor_id,
-            req.incarnation,
-            req.batch_token,
-            tx.now,
-            tx.now,
-            req.application_version,
-            tx.now,
-            json_list(live),
-        )
-        by_id = {r["workflow_id"]: r for r in tx.execute(_CLAIM, params).fetchall()}
-        claimed = [_claimed(by_id[wid]) for wid in live if wid in by_id]
-    order = {wid: i for i, wid in enumerate(expired)}
-    cancelled.sort(key=lambda wid: order[wid])
-    return base.ClaimResult(claimed, cancelled)
-
-
-_RELEASE = """
-UPDATE dbos_workflows
-SET status = 'ENQUEUED', queue_name = COALESCE(queue_name, ?), executor_id = NULL, incarnation = NULL,
-    claim_token = NULL, claim_batch = NULL, updated_at = ?, recovery_attempts = MAX(recovery_attempts - ?, 0)
-WHERE workflow_id = ? AND claim_token = ? AND status = 'PENDING'
-RETURNING workflow_id, queue_name
-"""
-
-
-def release(tx: WriteTx, fences: Sequence[base.Fence], refund_attempt: bool) -> list[str]:
-    released: list[str] = []
-    refund = 1 if refund_attempt else 0
-    for f in fences:
-        r = tx.execute(_RELEASE, (INTERNAL_QUEUE, tx.now, refund, f.workflow_id, f.claim_token)).fetchone()
-        if r is not None:
-            released.append(r["workflow_id"])
-            tx.emit("queue", r["queue_name"])
-    return released

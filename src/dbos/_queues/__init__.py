@@ -1,0 +1,1 @@
+"""Durable queues: declaration, enqueue, limits and the dispatcher (03)."""
