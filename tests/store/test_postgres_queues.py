@@ -531,13 +531,16 @@ def test_child_dedup_existing_points_the_parent_step_at_the_holder(
     before = s.stats().round_trips
     link = ParentLink(Fence("parent", parent.owner[2]), 1, "enqueue", token())
     assert s.insert_workflow(row("child", deduplication_id="D"), parent=link).kind == "dedup_existing"
-    assert s.stats().round_trips - before == 4  # insert, holder lookup, re-point, COMMIT
+    assert s.stats().round_trips - before == 3  # insert, holder lookup, re-point + COMMIT
     assert admin(pg_url, "SELECT child_workflow_id FROM dbos.steps WHERE workflow_id = 'parent'") == [
         ("holder",)
     ]
     # Another start's step at the same step ID is a parent conflict and writes nothing.
     other = ParentLink(Fence("parent", parent.owner[2]), 1, "enqueue", token())
     assert s.insert_workflow(row("child2", deduplication_id="D"), parent=other).kind == "parent_conflict"
+    # The parent's step is checked before the insert's verdict, as on SQLite (which writes it first).
+    rejecting = row("child3", deduplication_id="D", duplication_policy="reject")
+    assert s.insert_workflow(rejecting, parent=other).kind == "parent_conflict"
     assert admin(pg_url, "SELECT child_workflow_id FROM dbos.steps WHERE workflow_id = 'parent'") == [
         ("holder",)
     ]

@@ -340,31 +340,25 @@ class PostgresStore:
         fence_ok, step_inserted = bool(row[0]), bool(row[1])
         if not fence_ok:
             return base.InsertResult("fenced", new.workflow_id), False
-        if row[2] is not None:
-            result = insert_result("created", row[2:])
-        else:
-            rows = conn.execute(self._sql.conflict_rows, params).fetchall()
-            self._count("insert_workflow", round_trips=1, read=True, calls=0)
-            refused = self._refused(list(rows), new)
-            if refused is None:
-                return None, False
-            result = refused
-            if result.kind not in ("created", "existing", "dedup_existing"):
-                return result, False  # id_conflict, dedup_rejected, dedup_conflict write nothing
-            if result.kind == "dedup_existing":
-                # The parent's step names the workflow its handle refers to: the holder. The update also
-                # proves the step is this start's (just inserted, or by an earlier attempt).
-                point = params | {"holder_id": result.workflow_id}
-                pointed = conn.execute(self._sql.dedup_parent_step, point).fetchone()
-                self._count("insert_workflow", round_trips=1, calls=0)
-                if pointed is None:
-                    return base.InsertResult("parent_conflict", new.workflow_id), False
-                return result, True
-        if not step_inserted:
+        if not step_inserted:  # the parent's step exists: this start's (an earlier attempt), or another's
             step = conn.execute(self._sql.parent_step, params).fetchone()
             self._count("insert_workflow", round_trips=1, read=True, calls=0)
             if step is None or step[0] != params["p_write_token"]:
                 return base.InsertResult("parent_conflict", new.workflow_id), False
+        if row[2] is not None:
+            return insert_result("created", row[2:]), True
+        rows = conn.execute(self._sql.conflict_rows, params).fetchall()
+        self._count("insert_workflow", round_trips=1, read=True, calls=0)
+        result = self._refused(list(rows), new)
+        if result is None:
+            return None, False
+        if result.kind not in ("created", "existing", "dedup_existing"):
+            return result, False  # id_conflict, dedup_rejected, dedup_conflict write nothing
+        if result.kind == "dedup_existing":
+            # The parent's step names the workflow its handle refers to: the holder.
+            point = params | {"holder_id": result.workflow_id}
+            conn.execute(self._sql.dedup_parent_step, point)
+            self._count("insert_workflow", round_trips=0, calls=0)  # rides along with COMMIT
         return result, True
 
     def get_workflow(

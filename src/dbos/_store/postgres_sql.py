@@ -339,7 +339,7 @@ def _workflow_sql(t: dict[str, str]) -> dict[str, str]:
         # A child start deduplicated onto an existing holder: the parent's checkpoint points at the holder.
         "dedup_parent_step": (
             "UPDATE {s}.steps SET child_workflow_id = %(holder_id)s WHERE workflow_id = %(p_workflow_id)s "
-            "AND step_id = %(p_step_id)s AND write_token = %(p_write_token)s RETURNING 1"
+            "AND step_id = %(p_step_id)s AND write_token = %(p_write_token)s"
         ),
         "parent_step": (
             "SELECT write_token FROM {s}.steps WHERE workflow_id = %(p_workflow_id)s AND step_id = %(p_step_id)s"
