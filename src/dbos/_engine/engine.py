@@ -41,7 +41,14 @@ class EventLoopThread:
     def stop(self) -> None:
         if self.loop.is_closed():
             return
-        self.loop.call_soon_threadsafe(self.loop.stop)
+
+        def cancel_all() -> None:
+            # Fenced workflows stop at their next boundary; cancel what is still parked so nothing is left pending.
+            for task in asyncio.all_tasks(self.loop):
+                task.cancel()
+            self.loop.call_soon(self.loop.stop)
+
+        self.loop.call_soon_threadsafe(cancel_all)
         self._thread.join(timeout=2)
 
 
