@@ -15,6 +15,7 @@ from ._dbos import DBOS, __version__
 from ._dbos_class import DBOSConfiguredInstance
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._queues.queue import Queue, QueueRateLimit
+from ._queues.stats import QueueStats
 from ._serialization import PortableWorkflowError, Serializer
 from ._types import StepStatus, WorkflowStatus, WorkflowStatusString
 
@@ -29,6 +30,7 @@ __all__ = [
     "PortableWorkflowError",
     "Queue",
     "QueueRateLimit",
+    "QueueStats",
     "Serializer",
     "SetEnqueueOptions",
     "SetWorkflowID",

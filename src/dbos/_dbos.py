@@ -263,6 +263,23 @@ class DBOS:
 
         return await enqueue_async(queue_name, func, args, kwargs)  # type: ignore[no-any-return]
 
+    @classmethod
+    def queue_stats(cls, queue_name: str | None = None) -> list[Any]:
+        """Depth of every queue (or one) by status: enqueued, delayed, pending (03 §19)."""
+        from ._queues.stats import queue_stats
+
+        refuse_on_loop("DBOS.queue_stats", "DBOS.queue_stats_async")
+        name = None if queue_name is None else check_identifier(queue_name, "queue name")
+        return queue_stats(current_engine(), name)
+
+    @classmethod
+    async def queue_stats_async(cls, queue_name: str | None = None) -> list[Any]:
+        from ._queues.stats import queue_stats
+
+        engine = current_engine()
+        name = None if queue_name is None else check_identifier(queue_name, "queue name")
+        return await engine.io(queue_stats, engine, name)  # type: ignore[no-any-return]
+
     # --- starting and retrieving workflows -----------------------------------------------------------------
     @classmethod
     def start_workflow(cls, func: Callable[..., T], *args: Any, **kwargs: Any) -> PolledHandle[T]:

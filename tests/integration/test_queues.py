@@ -474,3 +474,30 @@ def test_listen_queues_validation() -> None:
     DBOS.destroy()
     with pytest.raises(DBOSException):
         DBOS.listen_queues(["q"])
+
+
+def test_queue_stats(fresh_queues: Any) -> None:
+    q = Queue("stats-q", concurrency=1)
+    gate = threading.Event()
+
+    @DBOS.workflow()
+    def blocker() -> None:
+        gate.wait(10)
+
+    @DBOS.workflow()
+    def wf() -> None:
+        pass
+
+    b = q.enqueue(blocker)
+    _wait_for(lambda: b.get_status().status == "PENDING")
+    handles = [q.enqueue(wf) for _ in range(3)]
+    with SetEnqueueOptions(delay_seconds=60):
+        q.enqueue(wf)
+        q.enqueue(wf)
+    (st,) = DBOS.queue_stats("stats-q")
+    assert (st["enqueued"], st["delayed"], st["pending"]) == (3, 2, 1)
+    assert st["listeners"] == [DBOS.executor_id]
+    assert st["config"] is not None and st["config"]["concurrency"] == 1
+    gate.set()
+    for h in handles:
+        h.get_result()
