@@ -289,6 +289,18 @@ class PromoteResult:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueDefRow:
+    """A database-backed queue definition (03 §18): `config` is a JSON object of the Queue arguments."""
+
+    name: str
+    config: str
+    revision: int  # 1 at creation, +1 per accepted change
+    application_name: str | None
+    created_at: int
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class QueueStatsRow:
     queue_name: str
     enqueued: int
@@ -554,6 +566,35 @@ class SystemStore(Protocol):
     def promote_delayed(self, *, limit: int = 1000) -> PromoteResult:
         """DELAYED rows whose delay_until <= now become ENQUEUED (guarded on DELAYED). Emits `queue`."""
         ...
+
+    def upsert_queue(
+        self, name: str, config: str, *, overwrite: bool, application_name: str | None
+    ) -> QueueDefRow:
+        """Create the definition, or (only with `overwrite`) replace the config of an existing one (revision+1).
+        Returns the row as stored. Emits `ctl` ("queues",) and `queue` (name,) when it wrote."""
+        ...
+
+    def update_queue(
+        self, name: str, patch: Mapping[str, Any], validate: Callable[[Mapping[str, Any]], None]
+    ) -> QueueDefRow | None:
+        """In one write transaction: read the config, merge `patch`, call `validate(merged)` (it raises to refuse,
+        leaving the row unchanged), write it with revision+1. None if the queue is not defined. Emits as upsert."""
+        ...
+
+    def get_queue(self, name: str) -> QueueDefRow | None: ...
+    def list_queues(self) -> list[QueueDefRow]:
+        """Every definition, ordered by name."""
+        ...
+
+    def delete_queue(self, name: str) -> bool:
+        """True if a definition was deleted (workflows on the queue are untouched). Emits as upsert."""
+        ...
+
+    def set_queue_paused(self, name: str, paused: bool) -> None:
+        """Idempotent; a pause row is independent of any definition. Emits `ctl` ("queues",) and `queue` (name,)."""
+        ...
+
+    def list_paused_queues(self) -> frozenset[str]: ...
 
     def queue_stats(self, queue_name: str | None) -> list[QueueStatsRow]:
         """Counts by status of every queue with ENQUEUED, DELAYED or PENDING rows (or just `queue_name`),
