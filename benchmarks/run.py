@@ -44,6 +44,18 @@ SCENARIO_FIGURES = {
     "start_get_result": ["start_get_result_ms"],
     "recovery": ["recovery_1000_s"],
     "rss": ["rss_mb"],
+    "enqueue_to_start": ["enqueue_to_start_ms"],
+    "enqueue_cross": ["enqueue_to_start_cross_process_ms"],
+    "queue_throughput": ["queue_throughput_wf_per_s"],
+    "enqueue_rate": ["enqueue_rate_per_s"],
+}
+QUEUE_SCENARIOS = ("enqueue_to_start", "enqueue_cross", "queue_throughput", "enqueue_rate")
+# Queue scenarios whose result depends on the polling interval: the reference runs once per --ref-polls entry.
+POLL_SCENARIOS = ("enqueue_to_start", "enqueue_cross", "queue_throughput")
+REF_DEFAULT_POLL_S = 1.0  # the reference's default polling_interval_sec
+GROUPS = {
+    "core": ["commit", "sequential", "start_get_result", "recovery", "rss"],
+    "queues": list(QUEUE_SCENARIOS),
 }
 FIGURE_SCENARIO = {f: s for s, fs in SCENARIO_FIGURES.items() for f in fs}
 UNITS = {
@@ -53,7 +65,12 @@ UNITS = {
     "start_get_result_ms": "ms",
     "recovery_1000_s": "s",
     "rss_mb": "MB",
+    "enqueue_to_start_ms": "ms",
+    "enqueue_to_start_cross_process_ms": "ms",
+    "queue_throughput_wf_per_s": "wf/s",
+    "enqueue_rate_per_s": "enqueues/s",
 }
+HIGHER_IS_BETTER = ("queue_throughput_wf_per_s", "enqueue_rate_per_s")
 
 
 def target_of(figure: str, backend: str, commit_us: float | None, n: int) -> tuple[str, float | None] | None:
@@ -67,7 +84,24 @@ def target_of(figure: str, backend: str, commit_us: float | None, n: int) -> tup
         return f"< {limit} ms", limit
     if figure == "recovery_1000_s":
         return f"<= 1 s per 1,000 workflows (n={n})", n / 1000
+    if figure == "enqueue_to_start_ms":
+        return "median < 5 ms", 5.0
+    if figure == "enqueue_to_start_cross_process_ms" and backend == "postgres":
+        return "median < 25 ms", 25.0
     return None
+
+
+def ratio_target_of(figure: str, variant: str | None) -> tuple[str, float] | None:
+    """Targets stated against the reference, as (description, minimum dbosx/reference)."""
+    if figure == "queue_throughput_wf_per_s":
+        return (">= 10 x reference", 10.0) if variant == "poll_default" else (">= 3 x reference", 3.0)
+    if figure == "enqueue_rate_per_s":
+        return ">= 3 x reference", 3.0
+    return None
+
+
+def variant_name(poll: float | None) -> str:
+    return "poll_default" if poll is None else f"poll_{poll * 1000:g}ms"
 
 
 class Runner:
@@ -88,6 +122,10 @@ class Runner:
             "start_get_result": (a.n_start, a.warmup),
             "recovery": (a.n_recovery, 0),
             "rss": (a.n_rss, 0),
+            "enqueue_to_start": (a.n_enqueue_lat, 10),
+            "enqueue_cross": (a.n_cross, 5),
+            "queue_throughput": (a.n_throughput, 0),
+            "enqueue_rate": (a.n_enqueue_rate, 30),
         }[scenario]
 
     # --- databases ------------------------------------------------------------------------------------------
@@ -115,11 +153,21 @@ class Runner:
         return PG_URL.format(name=name), drop
 
     # --- running --------------------------------------------------------------------------------------------
-    def run_scenario(self, python: str, scenario: str, backend: str) -> dict[str, Any]:
+    def run_scenario(
+        self, python: str, scenario: str, backend: str, poll: float | None = None
+    ) -> dict[str, Any]:
         impl = "reference" if python == REF_PY else "dbosx"
         n, warmup = self.sizes(scenario)
         url, cleanup = self.fresh_db(backend, impl, scenario)
         cmd = [python, SCENARIOS_PY, scenario, backend, url, "--n", str(n), "--warmup", str(warmup)]
+        if scenario in QUEUE_SCENARIOS:
+            # The random pause before each latency sample keeps arrivals from locking onto a poll timer's phase:
+            # a polling dispatcher is sampled over its whole interval (so its median is about half of it);
+            # dbosx wakes on an event, and 20 ms also spans its 5 ms SQLite change-detector cadence.
+            gap_ms = self.args.gap_ms if impl == "dbosx" else 1000 * (poll or REF_DEFAULT_POLL_S)
+            cmd += ["--gap-ms", f"{gap_ms:g}", "--budget-s", f"{self.args.queue_budget_s:g}"]
+            if poll is not None:
+                cmd += ["--poll", f"{poll:g}"]
         t0 = time.perf_counter()
         try:
             out, err, rc = _run(cmd, self.args.timeout, cwd=tempfile.gettempdir())
@@ -127,7 +175,8 @@ class Runner:
             cleanup()
         wall = time.perf_counter() - t0
         if self.args.verbose:
-            print(f"# {impl} {backend} {scenario}: rc={rc} in {wall:.1f}s", file=sys.stderr)
+            what = f" {variant_name(poll)}" if scenario in POLL_SCENARIOS and impl == "reference" else ""
+            print(f"# {impl}{what} {backend} {scenario}: rc={rc} in {wall:.1f}s", file=sys.stderr)
         for line in reversed(out.splitlines()):
             if line.startswith(RESULT_MARKER):
                 res: dict[str, Any] = json.loads(line[len(RESULT_MARKER) :])
@@ -150,9 +199,12 @@ class Runner:
         fig: dict[str, Any] | None,
         res: dict[str, Any] | None,
         error: str | None = None,
+        variant: str | None = None,
     ) -> dict[str, Any]:
         n = self.sizes(FIGURE_SCENARIO[figure])[0]
         out: dict[str, Any] = {"figure": figure, "backend": backend, "impl": impl}
+        if variant is not None:
+            out["variant"] = variant
         if fig is not None:
             fig = dict(fig)
             out["value"] = fig.pop("value")
@@ -216,23 +268,32 @@ class Runner:
             if scenario == "commit":
                 self.run_commit(backend, figures)
                 continue
-            values: dict[str, dict[str, Any]] = {}
+            runs: list[tuple[str, str, float | None, str | None]] = []
             for impl, python in impls:
+                if impl == "reference" and scenario in POLL_SCENARIOS:
+                    runs += [(impl, python, p, variant_name(p)) for p in self.args.ref_polls]
+                else:
+                    runs.append((impl, python, None, None))
+            values: dict[str, dict[tuple[str, str | None], dict[str, Any]]] = {}
+            for impl, python, poll, variant in runs:
                 try:
-                    res = self.run_scenario(python, scenario, backend)
+                    res = self.run_scenario(python, scenario, backend, poll)
                 except Exception as e:  # report and go on
                     for figure in SCENARIO_FIGURES[scenario]:
                         if figure in figures:
-                            self.emit(self.line(figure, backend, impl, None, None, str(e)))
+                            self.emit(self.line(figure, backend, impl, None, None, str(e), variant))
+                            values.setdefault(figure, {})[(impl, variant)] = {"value": None, "error": str(e)}
                     continue
                 for figure in SCENARIO_FIGURES[scenario]:
                     if figure in figures:
-                        ln = self.line(figure, backend, impl, res["figures"].get(figure), res)
-                        values.setdefault(figure, {})[impl] = ln
+                        ln = self.line(figure, backend, impl, res["figures"].get(figure), res, None, variant)
+                        values.setdefault(figure, {})[(impl, variant)] = ln
                         self.emit(ln)
-            for figure, by_impl in values.items():
-                if len(by_impl) == 2:
-                    self.emit(self.ratio_line(figure, backend, by_impl["dbosx"], by_impl["reference"]))
+            for figure, by_run in values.items():
+                mine = by_run.get(("dbosx", None))
+                for (impl, variant), ref in by_run.items():
+                    if impl == "reference" and mine is not None:
+                        self.emit(self.ratio_line(figure, backend, mine, ref, variant))
 
     def run_commit(self, backend: str, figures: list[str]) -> None:
         try:
@@ -248,21 +309,46 @@ class Runner:
             self.emit(ln)
 
     def ratio_line(
-        self, figure: str, backend: str, mine: dict[str, Any], ref: dict[str, Any]
+        self,
+        figure: str,
+        backend: str,
+        mine: dict[str, Any],
+        ref: dict[str, Any],
+        variant: str | None = None,
     ) -> dict[str, Any]:
+        # Always oriented so that above 1 means dbosx is better: reference/dbosx for times and sizes,
+        # dbosx/reference for rates.
+        higher = figure in HIGHER_IS_BETTER
         out: dict[str, Any] = {
             "figure": figure,
             "backend": backend,
             "impl": "ratio",
-            "ratio": "reference/dbosx",
+            "ratio": "dbosx/reference" if higher else "reference/dbosx",
         }
+        if variant is not None:
+            out["variant"] = variant
         a, b = mine.get("value"), ref.get("value")
         err = mine.get("error") or ref.get("error")
-        out["value"] = (b / a) if (a and b is not None and not err) else None
+        if higher:
+            out["value"] = (a / b) if (b and a is not None and not err) else None
+        else:
+            out["value"] = (b / a) if (a and b is not None and not err) else None
         out["unit"] = "x"
         out["dbosx"] = a
         out["reference"] = b
         out["n"] = mine.get("n")
+        if ref.get("n") != mine.get("n"):
+            out["n_reference"] = ref.get("n")
+        if figure == "queue_throughput_wf_per_s":
+            a2 = (mine.get("detail") or {}).get("wf_per_s_from_declare")
+            b2 = (ref.get("detail") or {}).get("wf_per_s_from_declare")
+            out["value_from_declare"] = (a2 / b2) if (a2 and b2) else None
+        target = ratio_target_of(figure, variant)
+        if target is not None:
+            out["target"] = target[0]
+            out["target_value"] = target[1]
+            if out["value"] is not None:
+                out["meets_target"] = out["value"] >= target[1]
         if err:
             out["error"] = f"not comparable: {err}"[:300]
         out.update(self.meta)
@@ -320,6 +406,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n-start", type=int, default=300, help="start_workflow+get_result samples (300)")
     p.add_argument("--n-recovery", type=int, default=1000, help="pending workflows to recover (1000)")
     p.add_argument("--n-rss", type=int, default=1000, help="10-step workflows before reading VmHWM (1000)")
+    p.add_argument("--n-enqueue-lat", type=int, default=200, help="in-process enqueue-to-start samples (200)")
+    p.add_argument("--n-cross", type=int, default=100, help="cross-process enqueue-to-start samples (100)")
+    p.add_argument("--n-throughput", type=int, default=2000, help="workflows drained by the queue (2000)")
+    p.add_argument("--n-enqueue-rate", type=int, default=2000, help="sequential enqueues timed (2000)")
+    p.add_argument(
+        "--queue-budget-s",
+        type=float,
+        default=40,
+        help="latency scenarios stop sampling after this many seconds, n permitting (40)",
+    )
+    p.add_argument(
+        "--gap-ms",
+        type=float,
+        default=20,
+        help="dbosx latency samples: random pause before each enqueue, up to this (20); the reference gets its "
+        "polling interval",
+    )
+    p.add_argument(
+        "--ref-polls",
+        default="default,0.05",
+        help="with --compare: reference polling_interval_sec values for the queue scenarios ('default,0.05')",
+    )
+    p.add_argument(
+        "--only",
+        help="comma-separated scenarios, figures or groups (core, queues) to run; overrides --figures. "
+        f"Scenarios: {', '.join(SCENARIO_FIGURES)}",
+    )
     p.add_argument("--warmup", type=int, default=30, help="untimed warm-up iterations (30)")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     p.add_argument("--timeout", type=float, default=600, help="seconds per scenario process (600)")
@@ -328,12 +441,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.quick:
         a.n_commit, a.n_seq, a.n_start, a.n_recovery, a.n_rss, a.warmup = 100, 50, 50, 100, 100, 5
+        a.n_enqueue_lat, a.n_cross, a.n_throughput, a.n_enqueue_rate = 50, 30, 300, 300
+        a.queue_budget_s = min(a.queue_budget_s, 15)
+    polls: list[float | None] = []
+    for x in a.ref_polls.split(","):
+        x = x.strip()
+        if x:
+            polls.append(None if x == "default" else float(x))
+    a.ref_polls = polls
     return a
+
+
+def select_figures(args: argparse.Namespace) -> list[str]:
+    if not args.only:
+        return [f.strip() for f in args.figures.split(",") if f.strip()]
+    figures: list[str] = []
+    for item in (x.strip() for x in args.only.split(",")):
+        if not item:
+            continue
+        if item in GROUPS:
+            figures += [f for s in GROUPS[item] for f in SCENARIO_FIGURES[s]]
+        elif item in SCENARIO_FIGURES:
+            figures += SCENARIO_FIGURES[item]
+        else:
+            figures.append(item)  # a figure name; unknown ones are reported by main()
+    return list(dict.fromkeys(figures))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    figures = [f.strip() for f in args.figures.split(",") if f.strip()]
+    figures = select_figures(args)
     unknown = [f for f in figures if f not in UNITS]
     if unknown:
         print(f"unknown figure(s) {unknown}; known: {list(UNITS)}", file=sys.stderr)

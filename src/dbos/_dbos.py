@@ -264,6 +264,45 @@ class DBOS:
         return await enqueue_async(queue_name, func, args, kwargs)  # type: ignore[no-any-return]
 
     @classmethod
+    def register_queue(
+        cls, name: str, *, on_conflict: str = "update_if_latest_version", **settings: Any
+    ) -> Any:
+        """Define (or find) a database-backed queue shared by every process of the database (03 §18)."""
+        from ._queues.definitions import register_queue
+
+        return register_queue(name, on_conflict, settings)
+
+    @classmethod
+    def retrieve_queue(cls, name: str) -> Any:
+        from ._queues.definitions import retrieve_queue
+
+        return retrieve_queue(name)
+
+    @classmethod
+    def delete_queue(cls, name: str) -> None:
+        from ._queues.definitions import delete_queue
+
+        delete_queue(name)
+
+    @classmethod
+    def list_queues(cls) -> list[Any]:
+        from ._queues.definitions import list_queues
+
+        return list_queues()
+
+    @classmethod
+    def pause_queue(cls, name: str) -> None:
+        from ._queues.definitions import set_paused
+
+        set_paused(name, True)
+
+    @classmethod
+    def resume_queue(cls, name: str) -> None:
+        from ._queues.definitions import set_paused
+
+        set_paused(name, False)
+
+    @classmethod
     def queue_stats(cls, queue_name: str | None = None) -> list[Any]:
         """Depth of every queue (or one) by status: enqueued, delayed, pending (03 §19)."""
         from ._queues.stats import queue_stats

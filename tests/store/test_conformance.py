@@ -791,13 +791,14 @@ def test_subscriber_that_raises_stays_subscribed(store: SystemStore) -> None:
 
 
 def test_every_protocol_member_is_exercised() -> None:
-    """The meta-test of 07 §2.3: each `SystemStore` member is called somewhere in this suite (this file and
-    `test_queue_conformance.py`)."""
+    """The meta-test of 07 §2.3: each `SystemStore` member is called somewhere in this suite (this file,
+    `test_queue_conformance.py` and `test_queue_defs_conformance.py`)."""
     import inspect
     import pathlib
 
     here = pathlib.Path(__file__)
-    source = here.read_text() + here.with_name("test_queue_conformance.py").read_text()
+    others = ("test_queue_conformance.py", "test_queue_defs_conformance.py")
+    source = here.read_text() + "".join(here.with_name(name).read_text() for name in others)
     members = [
         name for name, _ in inspect.getmembers(SystemStore, inspect.isfunction) if not name.startswith("_")
     ]

@@ -654,3 +654,14 @@ def test_pick_lanes_fetches_lazily() -> None:
     # Budget and room bounds, and an exhausted budget.
     assert records.pick_lanes(heads, {"big": 0, "b": None, "c": 0}, 5, ("b",), fetch) == ["b-0"]
     assert records.pick_lanes(heads, {}, 0, (), fetch) == []
+
+
+@pytest.mark.parametrize("partitioned", [False, True])
+def test_paused_queue_claims_nothing(store: SystemStore, partitioned: bool) -> None:
+    kw = {"partition_key": "k"} if partitioned else {}
+    wid = enqueue(store, **kw)
+    store.set_queue_paused("q", True)
+    extra = {"partitioned": True, "partition_concurrency": 1} if partitioned else {}
+    assert store.claim(req(**extra)).claimed == []
+    store.set_queue_paused("q", False)
+    assert ids(store.claim(req(**extra))) == [wid]

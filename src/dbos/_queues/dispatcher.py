@@ -25,6 +25,7 @@ from .starter import start_claimed
 
 _log = logging.getLogger("dbos")
 PROMOTE_EVERY_S = 1.0
+DEFINITIONS_EVERY_S = 5.0
 MAX_BACKOFF_S = 30.0
 
 
@@ -43,6 +44,8 @@ class QueueState:
     dirty: bool = True
     next_poll: float = 0.0
     rate_retry_at: float | None = None
+    paused: bool = False
+    database_backed: bool = False
 
     def served(self, lane: str | None) -> None:
         self.in_flight += 1
@@ -73,6 +76,7 @@ class Dispatcher:
         self.states: dict[str, QueueState] = {}
         self.lock = threading.Lock()
         self.next_promote = 0.0
+        self.next_definitions = 0.0  # database-backed queues and pauses are re-read on `ctl` changes
         self._unsubscribe = engine.db.changes.subscribe(self._on_change)
         self._state_for(INTERNAL_QUEUE, Limits(), 1.0)
         for q in QUEUES.all():
@@ -109,7 +113,8 @@ class Dispatcher:
         self.waiter.notify()
 
     def _on_change(self, change: Change) -> None:
-        if change.kind == "all":
+        if change.kind in ("all", "ctl"):
+            self.next_definitions = 0.0
             self.wake()
         elif change.kind == "queue":
             self.wake(change.key[0] if change.key else None)
@@ -146,6 +151,8 @@ class Dispatcher:
     def _cycle(self) -> float:
         """Claim on every due queue; returns how long to wait for the next reason to look."""
         now = time.monotonic()
+        if now >= self.next_definitions:
+            self._refresh_definitions(now)
         if now >= self.next_promote:
             self._promote()
         with self.lock:
@@ -161,6 +168,33 @@ class Dispatcher:
             if st.dirty:
                 next_at = now
         return max(0.0, next_at - time.monotonic())
+
+    def _refresh_definitions(self, now: float) -> None:
+        """Adopt database-backed queues (new, changed, deleted) and pauses (03 §18 rule 4, rule 8)."""
+        from .queue import QueueConfig
+
+        self.next_definitions = now + DEFINITIONS_EVERY_S
+        db = self.engine.db
+        paused = db.list_paused_queues()
+        rows = {r.name: r for r in db.list_queues()}
+        for name, row in rows.items():
+            if QUEUES.get(name) is not None or (self.listen is not None and name not in self.listen):
+                continue
+            cfg = QueueConfig.from_json(row.config)
+            st = self._state_for(name, cfg.limits, cfg.polling_interval_sec)
+            st.limits, st.polling_s, st.database_backed, st.dirty = (
+                cfg.limits,
+                cfg.polling_interval_sec,
+                True,
+                True,
+            )
+        with self.lock:
+            for name, st in list(self.states.items()):
+                if st.database_backed and name not in rows:
+                    del self.states[name]  # deleted: its rows wait, stranded, until it is defined again
+                else:
+                    was, st.paused = st.paused, name in paused
+                    st.dirty = st.dirty or (was and not st.paused)
 
     def _promote(self) -> None:
         res = self.engine.db.promote_delayed()

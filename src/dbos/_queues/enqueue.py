@@ -13,7 +13,7 @@ from .._handles import PolledHandle, PolledHandleAsync
 from .._store.base import NewStep
 from .._validation import check_identifier
 from ..error import DBOSException, DBOSQueueDeduplicatedError
-from .queue import QUEUES
+from .queue import QUEUES, Queue
 
 _log = logging.getLogger("dbos")
 _unknown_logged: set[str] = set()
@@ -24,7 +24,7 @@ def queue_target(queue_name: str, options: EnqueueOptions | None) -> Any:
     from .._engine.workflows import QueueTarget
 
     opts = options or EnqueueOptions()
-    queue = QUEUES.get(queue_name)
+    queue = QUEUES.get(queue_name) or _database_backed(queue_name)
     if queue is None:
         if queue_name not in _unknown_logged:
             _unknown_logged.add(queue_name)
@@ -54,6 +54,12 @@ def queue_target(queue_name: str, options: EnqueueOptions | None) -> Any:
         delay_ms=delay_ms,
         app_version=opts.app_version,
     )
+
+
+def _database_backed(queue_name: str) -> Queue | None:
+    from .definitions import retrieve_queue
+
+    return retrieve_queue(queue_name)
 
 
 def _plan(

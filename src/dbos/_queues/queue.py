@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, TypedDict
 
 from .._validation import check_identifier
@@ -169,8 +170,89 @@ class _QueueRegistry:
 QUEUES = _QueueRegistry()
 
 
+CONFIG_FIELDS = (
+    "concurrency",
+    "worker_concurrency",
+    "limiter",
+    "priority_enabled",
+    "partition_queue",
+    "polling_interval_sec",
+    "global_concurrency",
+    "partition_concurrency",
+    "partition_worker_concurrency",
+    "partition_limiter",
+)
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """The validated constructor arguments of a queue, as given (03 §2), and the limits they imply (§3)."""
+
+    concurrency: int | None = None
+    worker_concurrency: int | None = None
+    limiter: QueueRateLimit | None = None
+    priority_enabled: bool = False
+    partition_queue: bool = False
+    polling_interval_sec: float = 1.0
+    global_concurrency: int | None = None
+    partition_concurrency: int | None = None
+    partition_worker_concurrency: int | None = None
+    partition_limiter: QueueRateLimit | None = None
+
+    @staticmethod
+    def validated(values: Mapping[str, Any]) -> QueueConfig:
+        unknown = set(values) - set(CONFIG_FIELDS)
+        if unknown:
+            raise DBOSValidationError(f"unknown queue setting(s) {sorted(unknown)}")
+        cfg = QueueConfig(
+            concurrency=_count(values.get("concurrency"), "concurrency"),
+            worker_concurrency=_count(values.get("worker_concurrency"), "worker_concurrency"),
+            limiter=_limiter(values.get("limiter"), "limiter"),
+            priority_enabled=_flag(values.get("priority_enabled", False), "priority_enabled"),
+            partition_queue=_flag(values.get("partition_queue", False), "partition_queue"),
+            polling_interval_sec=_polling(values.get("polling_interval_sec", 1.0)),
+            global_concurrency=_count(values.get("global_concurrency"), "global_concurrency"),
+            partition_concurrency=_count(values.get("partition_concurrency"), "partition_concurrency"),
+            partition_worker_concurrency=_count(
+                values.get("partition_worker_concurrency"), "partition_worker_concurrency"
+            ),
+            partition_limiter=_limiter(values.get("partition_limiter"), "partition_limiter"),
+        )
+        cfg.limits  # noqa: B018 -- raises on a cross-field violation
+        return cfg
+
+    @property
+    def limits(self) -> Limits:
+        return build_limits(
+            concurrency=self.concurrency,
+            worker_concurrency=self.worker_concurrency,
+            limiter=self.limiter,
+            partition_queue=self.partition_queue,
+            global_concurrency=self.global_concurrency,
+            partition_concurrency=self.partition_concurrency,
+            partition_worker_concurrency=self.partition_worker_concurrency,
+            partition_limiter=self.partition_limiter,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> QueueConfig:
+        return QueueConfig.validated(json.loads(text))
+
+
+def check_queue_name(name: Any) -> str:
+    checked = check_identifier(name, "queue name")
+    if checked.startswith(RESERVED_PREFIX):
+        raise DBOSValidationError(f"Queue name {name!r} uses the reserved prefix '{RESERVED_PREFIX}'")
+    return checked
+
+
 class Queue:
-    """A durable queue declared in this process; its configuration is fixed at construction (03 §2)."""
+    """A durable queue. Declared with `Queue(...)` its configuration lives in this process and is fixed (03 §2);
+    returned by `DBOS.register_queue` it is database-backed: attributes read the stored definition and the
+    `set_*` methods change it at run time for every process (03 §18)."""
 
     def __init__(
         self,
@@ -187,39 +269,125 @@ class Queue:
         partition_worker_concurrency: int | None = None,
         partition_limiter: QueueRateLimit | None = None,
     ) -> None:
-        self._name = check_identifier(name, "queue name")
-        if self._name.startswith(RESERVED_PREFIX):
-            raise DBOSValidationError(f"Queue name {name!r} uses the reserved prefix '{RESERVED_PREFIX}'")
-        self.concurrency = _count(concurrency, "concurrency")
-        self.worker_concurrency = _count(worker_concurrency, "worker_concurrency")
-        self.global_concurrency = _count(global_concurrency, "global_concurrency")
-        self.partition_worker_concurrency = _count(
-            partition_worker_concurrency, "partition_worker_concurrency"
+        self._name = check_queue_name(name)
+        self._config = QueueConfig.validated(
+            dict(
+                concurrency=concurrency,
+                worker_concurrency=worker_concurrency,
+                limiter=limiter,
+                priority_enabled=priority_enabled,
+                partition_queue=partition_queue,
+                polling_interval_sec=polling_interval_sec,
+                global_concurrency=global_concurrency,
+                partition_concurrency=partition_concurrency,
+                partition_worker_concurrency=partition_worker_concurrency,
+                partition_limiter=partition_limiter,
+            )
         )
-        explicit_pc = _count(partition_concurrency, "partition_concurrency")
-        self.limiter = _limiter(limiter, "limiter")
-        self.partition_limiter = _limiter(partition_limiter, "partition_limiter")
-        self.priority_enabled = _flag(priority_enabled, "priority_enabled")
-        partition_flag = _flag(partition_queue, "partition_queue")
-        self.polling_interval_sec = _polling(polling_interval_sec)
-        self.limits = build_limits(
-            concurrency=self.concurrency,
-            worker_concurrency=self.worker_concurrency,
-            limiter=self.limiter,
-            partition_queue=partition_flag,
-            global_concurrency=self.global_concurrency,
-            partition_concurrency=explicit_pc,
-            partition_worker_concurrency=self.partition_worker_concurrency,
-            partition_limiter=self.partition_limiter,
-        )
-        self.partition_queue = self.limits.partitioned
-        self.partition_concurrency = self.limits.partition_concurrency
         self.database_backed = False
+        from .definitions import refuse_if_registered
+
+        refuse_if_registered(self._name)
         QUEUES.add(self)
+
+    @classmethod
+    def _database_backed(cls, name: str) -> Queue:
+        q = object.__new__(cls)
+        q._name = name
+        q.database_backed = True
+        return q
+
+    def config(self) -> QueueConfig:
+        """The configuration in force: as declared, or (database-backed) as currently stored."""
+        if not self.database_backed:
+            return self._config
+        from .definitions import stored_config
+
+        return stored_config(self._name)
 
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def limits(self) -> Limits:
+        return self.config().limits
+
+    @property
+    def concurrency(self) -> int | None:
+        return self.config().concurrency
+
+    @property
+    def worker_concurrency(self) -> int | None:
+        return self.config().worker_concurrency
+
+    @property
+    def limiter(self) -> QueueRateLimit | None:
+        return self.config().limiter
+
+    @property
+    def priority_enabled(self) -> bool:
+        return self.config().priority_enabled
+
+    @property
+    def partition_queue(self) -> bool:
+        return self.config().limits.partitioned
+
+    @property
+    def polling_interval_sec(self) -> float:
+        return self.config().polling_interval_sec
+
+    @property
+    def global_concurrency(self) -> int | None:
+        return self.config().global_concurrency
+
+    @property
+    def partition_concurrency(self) -> int | None:
+        return self.config().limits.partition_concurrency
+
+    @property
+    def partition_worker_concurrency(self) -> int | None:
+        return self.config().partition_worker_concurrency
+
+    @property
+    def partition_limiter(self) -> QueueRateLimit | None:
+        return self.config().partition_limiter
+
+    def _set(self, field: str, value: Any) -> None:
+        if not self.database_backed:
+            raise DBOSException(
+                f"queue {self._name!r} is declared in memory; only database-backed queues change"
+            )
+        from .definitions import update_stored
+
+        update_stored(self._name, {field: value})
+
+    def set_concurrency(self, value: int | None) -> None:
+        self._set("concurrency", value)
+
+    def set_worker_concurrency(self, value: int | None) -> None:
+        self._set("worker_concurrency", value)
+
+    def set_limiter(self, value: QueueRateLimit | None) -> None:
+        self._set("limiter", value)
+
+    def set_priority_enabled(self, value: bool) -> None:
+        self._set("priority_enabled", value)
+
+    def set_global_concurrency(self, value: int | None) -> None:
+        self._set("global_concurrency", value)
+
+    def set_partition_concurrency(self, value: int | None) -> None:
+        self._set("partition_concurrency", value)
+
+    def set_partition_worker_concurrency(self, value: int | None) -> None:
+        self._set("partition_worker_concurrency", value)
+
+    def set_partition_limiter(self, value: QueueRateLimit | None) -> None:
+        self._set("partition_limiter", value)
+
+    def set_polling_interval_sec(self, value: float) -> None:
+        self._set("polling_interval_sec", value)
 
     def __repr__(self) -> str:
         return f"Queue({self._name!r})"

@@ -41,6 +41,7 @@ def _config(q: Queue) -> dict[str, Any]:
 
 def queue_stats(engine: Engine, queue_name: str | None) -> list[QueueStats]:
     rows = {r.queue_name: r for r in engine.db.queue_stats(queue_name)}
+    paused = engine.db.list_paused_queues()
     declared = {q.name: q for q in QUEUES.all() if queue_name in (None, q.name)}
     dispatched = set(engine.dispatcher.states) if engine.dispatcher is not None else set()
     out: list[QueueStats] = []
@@ -50,7 +51,7 @@ def queue_stats(engine: Engine, queue_name: str | None) -> list[QueueStats]:
             QueueStats(
                 name=name,
                 database_backed=False if q is not None else None,
-                paused=False,
+                paused=name in paused,
                 enqueued=row.enqueued if row else 0,
                 delayed=row.delayed if row else 0,
                 pending=row.pending if row else 0,

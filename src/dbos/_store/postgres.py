@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import psycopg
 import psycopg_pool
 
 from . import base, records
+from . import queue_defs as qd
 from . import textcheck as tc
 from .postgres_conn import (
     advisory_key,
@@ -29,6 +30,7 @@ from .postgres_conn import (
     open_connection,
     parse_url,
 )
+from .postgres_defs import build_def_statements, update_once, upsert_once
 from .postgres_errors import classify_pg_error, with_retries
 from .postgres_live import Clock, LivenessConnection
 from .postgres_migrate import current_plan, reset_postgres, run_migrations
@@ -96,6 +98,7 @@ class PostgresStore:
         self._spec = parse_url(url, app_label=label)
         self._sql = build_statements(self.schema)
         self._qsql = QueueStatements(self.schema)
+        self._dsql = build_def_statements(self.schema)
         self._pruner = ClaimsPruner()
         self._stats = base.StoreStats()
         self._stats_lock = threading.Lock()
@@ -545,6 +548,76 @@ class PostgresStore:
         queues = sorted({r[1] for r in rows if r[0] is not None})
         self._publish([base.Change("queue", (q,)) for q in queues])
         return ids
+
+    # queue definitions and pauses --------------------------------------------------------------------------------
+
+    def upsert_queue(
+        self, name: str, config: str, *, overwrite: bool, application_name: str | None
+    ) -> base.QueueDefRow:
+        qd.check_queue_name(name)
+        qd.check_config(config, self.settings.max_payload_bytes)
+        records.check_opt_name(application_name, "application name")
+        params = {"name": name, "config": config, "application_name": application_name}
+        row, wrote = self._pooled(
+            "upsert_queue", lambda conn: upsert_once(conn, self._dsql, params, overwrite, self._count)
+        )
+        if wrote:
+            self._publish(qd.changes_of(name))
+        return row
+
+    def update_queue(
+        self, name: str, patch: Mapping[str, Any], validate: Callable[[Mapping[str, Any]], None]
+    ) -> base.QueueDefRow | None:
+        qd.check_queue_name(name)
+        limit = self.settings.max_payload_bytes
+        row = self._pooled(
+            "update_queue",
+            lambda conn: update_once(conn, self._dsql, name, patch, validate, limit, self._count),
+        )
+        if row is not None:
+            self._publish(qd.changes_of(name))
+        return row
+
+    def get_queue(self, name: str) -> base.QueueDefRow | None:
+        qd.check_queue_name(name)
+        row = self._pooled(
+            "get_queue",
+            lambda conn: self._one(conn, "get_queue", self._dsql.get, {"name": name}, write=False),
+        )
+        return None if row is None else qd.def_row(row)
+
+    def list_queues(self) -> list[base.QueueDefRow]:
+        rows = self._pooled(
+            "list_queues", lambda conn: self._all(conn, "list_queues", self._dsql.list, {}, write=False)
+        )
+        return [qd.def_row(r) for r in rows]
+
+    def delete_queue(self, name: str) -> bool:
+        qd.check_queue_name(name)
+        row = self._pooled(
+            "delete_queue",
+            lambda conn: self._one(conn, "delete_queue", self._dsql.delete, {"name": name}, write=True),
+        )
+        if row is not None:
+            self._publish(qd.changes_of(name))
+        return row is not None
+
+    def set_queue_paused(self, name: str, paused: bool) -> None:
+        qd.check_queue_name(name)
+        query = self._dsql.pause if paused else self._dsql.resume
+        row = self._pooled(
+            "set_queue_paused",
+            lambda conn: self._one(conn, "set_queue_paused", query, {"name": name}, write=True),
+        )
+        if row is not None:
+            self._publish(qd.changes_of(name))
+
+    def list_paused_queues(self) -> frozenset[str]:
+        rows = self._pooled(
+            "list_paused_queues",
+            lambda conn: self._all(conn, "list_paused_queues", self._dsql.list_paused, {}, write=False),
+        )
+        return frozenset(str(r[0]) for r in rows)
 
     # executors -------------------------------------------------------------------------------------------------
 

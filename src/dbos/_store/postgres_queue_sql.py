@@ -75,7 +75,11 @@ def _lane_union(body: str, *, alias: str) -> str:
 
 
 def _budget(shape: ClaimShape) -> str:
-    terms = ["%(max_rows)s::bigint"]
+    # A paused queue claims nothing; the pause row is read in the claim's own snapshot (03 §18 rule 8).
+    terms = [
+        "CASE WHEN EXISTS (SELECT 1 FROM {s}.queue_pauses qp WHERE qp.queue_name = %(queue_name)s) "
+        "THEN 0 ELSE %(max_rows)s::bigint END"
+    ]
     sources: list[str] = []
     slot = "NULL::bigint"
     if shape.global_concurrency:

@@ -2,17 +2,19 @@
 
 `SQLiteStore` validates text at the boundary, then delegates each op to one transaction of `SQLiteDB`:
 `sqlite_workflows` (workflows, steps), `sqlite_queues` (claims, delayed promotion, queue statistics),
-`sqlite_executors` (liveness), `sqlite_migrate` (schema), `sqlite_feed` (cross-process change detection).
+`sqlite_defs` (queue definitions and pauses), `sqlite_executors` (liveness), `sqlite_migrate` (schema), `sqlite_feed` (cross-process change detection).
 """
 
 from __future__ import annotations
 
 import secrets
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from . import base, records
+from . import queue_defs as qd
+from . import sqlite_defs as defs
 from . import sqlite_executors as ex
 from . import sqlite_queues as qs
 from . import sqlite_workflows as wf
@@ -158,6 +160,43 @@ class SQLiteStore:
     def queue_stats(self, queue_name: str | None) -> list[base.QueueStatsRow]:
         records.check_opt_name(queue_name, "queue name")
         return self._db.read("queue_stats", lambda c: qs.queue_stats(c, queue_name), snapshot=True)
+
+    # queue definitions and pauses ------------------------------------------------------------------------------
+
+    def upsert_queue(
+        self, name: str, config: str, *, overwrite: bool, application_name: str | None
+    ) -> base.QueueDefRow:
+        qd.check_queue_name(name)
+        qd.check_config(config, self.settings.max_payload_bytes)
+        records.check_opt_name(application_name, "application name")
+        return self._db.write(
+            "upsert_queue", lambda tx: defs.upsert_queue(tx, name, config, overwrite, application_name)
+        )
+
+    def update_queue(
+        self, name: str, patch: Mapping[str, Any], validate: Callable[[Mapping[str, Any]], None]
+    ) -> base.QueueDefRow | None:
+        qd.check_queue_name(name)
+        limit = self.settings.max_payload_bytes
+        return self._db.write("update_queue", lambda tx: defs.update_queue(tx, name, patch, validate, limit))
+
+    def get_queue(self, name: str) -> base.QueueDefRow | None:
+        qd.check_queue_name(name)
+        return self._db.read("get_queue", lambda c: defs.get_queue(c, name))
+
+    def list_queues(self) -> list[base.QueueDefRow]:
+        return self._db.read("list_queues", defs.list_queues)
+
+    def delete_queue(self, name: str) -> bool:
+        qd.check_queue_name(name)
+        return self._db.write("delete_queue", lambda tx: defs.delete_queue(tx, name))
+
+    def set_queue_paused(self, name: str, paused: bool) -> None:
+        qd.check_queue_name(name)
+        self._db.write("set_queue_paused", lambda tx: defs.set_queue_paused(tx, name, paused))
+
+    def list_paused_queues(self) -> frozenset[str]:
+        return self._db.read("list_paused_queues", defs.list_paused_queues)
 
     # executors -----------------------------------------------------------------------------------------------
 

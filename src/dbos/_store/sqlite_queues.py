@@ -145,6 +145,11 @@ def _earliest(*slots: int | None) -> int | None:
     return min(present) if present else None
 
 
+def _paused(tx: WriteTx, queue_name: str) -> bool:
+    row = tx.execute("SELECT 1 FROM dbos_queue_pauses WHERE queue_name = ?", (queue_name,)).fetchone()
+    return row is not None
+
+
 def claim(tx: WriteTx, req: base.ClaimRequest, pruner: ClaimsPruner) -> base.ClaimResult:
     # A retry of a batch that committed returns that batch (07 §7 rule 1).
     prior = tx.execute(_BATCH_READBACK, (req.executor_id, req.incarnation, req.batch_token)).fetchall()
@@ -169,6 +174,10 @@ def claim(tx: WriteTx, req: base.ClaimRequest, pruner: ClaimsPruner) -> base.Cla
         w = _window(tx, _IN_WINDOW, req.queue_name, req.rate)[0]
         in_window, oldest = w["n"], w["oldest"]
     budget, slot = records.claim_budget(req, pending, in_window, oldest)
+    if budget > 0 and _paused(tx, req.queue_name):
+        budget = (
+            0  # checked inside the claim transaction, so a committed pause is never raced (03 §18 rule 8)
+        )
     if budget > 0 and req.partitioned:
         ids, lane_slot = _pick_partitioned(tx, req, params, budget)
         slot = _earliest(slot, lane_slot)
