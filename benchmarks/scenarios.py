@@ -5,7 +5,9 @@
 The same file runs unchanged under dbosx and under the reference implementation (PyPI ``dbos``), so it uses
 only the public API both share: ``DBOS(config={"name", "system_database_url"})``, ``DBOS.launch()``,
 ``@DBOS.workflow()``, ``@DBOS.step()``, ``DBOS.start_workflow``, ``handle.get_result()``,
-``DBOS.get_workflow_status``, ``SetWorkflowID``, ``DBOS.destroy()``.
+``DBOS.get_workflow_status``, ``SetWorkflowID``, ``DBOS.destroy()``; for the queue scenarios ``q.enqueue``,
+``DBOS.enqueue_workflow``, ``DBOS.listen_queues([])`` and ``handle.workflow_id``, with queues declared by
+``Queue(...)`` (dbosx) or ``DBOS.register_queue(...)`` (the reference, which refuses ``Queue(...)``).
 
 The result is printed on stdout as ``BENCH_RESULT {json}``, so library log lines can never be mistaken for it.
 ``benchmarks/run.py`` starts these processes; running one by hand is handy for profiling, e.g.
@@ -461,15 +463,25 @@ def scenario_recovery(backend: str, db_url: str, n: int, warmup: int) -> dict[st
 
 # --- queues -------------------------------------------------------------------------------------------------
 # The reference (PyPI dbos 3.x) rejects `Queue(...)`: its queues are database-backed, declared with
-# `DBOS.register_queue(name, ...)` after `DBOS.launch()`. dbosx declares them with `Queue(name, ...)` (before or
-# after `DBOS(...)`; here before launch, the usual place). `_queue_app` hides the difference; everything else
-# (`q.enqueue`, `DBOS.enqueue_workflow`, `DBOS.listen_queues([])`, `handle.workflow_id`) is shared.
+# `DBOS.register_queue(name, ...)` after `DBOS.launch()`. dbosx is measured with in-memory queues,
+# `Queue(name, ...)` (declared before launch, the usual place, except where a scenario needs otherwise);
+# `--declare register` makes it use its own `DBOS.register_queue` instead. `_queue_app` hides the difference;
+# everything else (`q.enqueue`, `DBOS.enqueue_workflow`, `DBOS.listen_queues([])`, `handle.workflow_id`) is
+# shared.
 FAILED = ("ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED", "RETRIES_EXCEEDED")
 STATUS_POLL_S = 0.002
+DECLARE = {"how": "auto"}  # set from --declare
+
+
+def _registers() -> bool:
+    """True when queues are declared with DBOS.register_queue (after launch), False for Queue(...)."""
+    if DECLARE["how"] == "auto":
+        return _impl_version()["dist"] == "dbos"  # the reference
+    return DECLARE["how"] == "register"
 
 
 def _declare_queue(name: str, kw: dict[str, Any]) -> Any:
-    if hasattr(DBOS, "register_queue"):
+    if _registers():
         return DBOS.register_queue(name, **kw)
     from dbos import Queue
 
@@ -493,7 +505,7 @@ def _queue_app(db_url: str, name: str | None, kw: dict[str, Any], dispatch: bool
     if name is None:
         DBOS.launch()
         return None
-    if hasattr(DBOS, "register_queue"):
+    if _registers():
         DBOS.launch()
         return _declare_queue(name, kw)
     q = _declare_queue(name, kw)
@@ -611,7 +623,7 @@ def scenario_enqueue_cross(
 ) -> dict[str, Any]:
     """Enqueue here (dispatching nothing), run in a worker process; enqueue returning -> body start, wall clock."""
     me = os.path.abspath(__file__)
-    cmd = [sys.executable, me, "queue_worker", backend, db_url]
+    cmd = [sys.executable, me, "queue_worker", backend, db_url, "--declare", opts.declare]
     if opts.poll is not None:
         cmd += ["--poll", str(opts.poll)]
     worker = subprocess.Popen(
@@ -816,9 +828,18 @@ def main(argv: list[str] | None = None) -> int:
         "--gap-ms", type=float, default=20.0, help="latency: random pause before each enqueue, max"
     )
     p.add_argument("--budget-s", type=float, default=60.0, help="latency: stop sampling after this long")
+    p.add_argument(
+        "--declare",
+        choices=["auto", "queue", "register"],
+        default="auto",
+        help="queues: Queue(...) or DBOS.register_queue(...); auto: register_queue for the reference only",
+    )
     a = p.parse_args(argv)
+    DECLARE["how"] = a.declare
     if a.scenario in QUEUE_SCENARIOS:
         result = QUEUE_SCENARIOS[a.scenario](a.backend, a.db_url, a.n, a.warmup, a)
+        for fig in result.get("figures", {}).values():
+            fig["declared_with"] = "DBOS.register_queue" if _registers() else "Queue"
     else:
         result = SCENARIOS[a.scenario](a.backend, a.db_url, a.n, a.warmup)
     result["impl"] = _impl_version()

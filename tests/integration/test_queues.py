@@ -501,3 +501,30 @@ def test_queue_stats(fresh_queues: Any) -> None:
     gate.set()
     for h in handles:
         h.get_result()
+
+
+def test_list_queued_workflows(fresh_queues: Any) -> None:
+    q = Queue("listed", concurrency=1)
+    gate = threading.Event()
+
+    @DBOS.workflow()
+    def blocker() -> None:
+        gate.wait(10)
+
+    @DBOS.workflow()
+    def wf(i: int) -> None:
+        pass
+
+    b = q.enqueue(blocker)
+    _wait_for(lambda: b.get_status().status == "PENDING")
+    later = [q.enqueue(wf, i) for i in range(3)]
+    rows = DBOS.list_queued_workflows(queue_name="listed")
+    assert [r.workflow_id for r in rows] == [b.workflow_id] + [h.workflow_id for h in later]
+    assert [r.status for r in rows] == ["PENDING", "ENQUEUED", "ENQUEUED", "ENQUEUED"]
+    assert len(DBOS.list_queued_workflows(status="ENQUEUED", limit=2)) == 2
+    with pytest.raises(DBOSValidationError):
+        DBOS.list_queued_workflows(status="SUCCESS")
+    gate.set()
+    for h in later:
+        h.get_result()
+    assert DBOS.list_queued_workflows(queue_name="listed") == []

@@ -665,3 +665,16 @@ def test_paused_queue_claims_nothing(store: SystemStore, partitioned: bool) -> N
     assert store.claim(req(**extra)).claimed == []
     store.set_queue_paused("q", False)
     assert ids(store.claim(req(**extra))) == [wid]
+
+
+def test_list_queued(store: SystemStore) -> None:
+    a = enqueue(store)
+    b = enqueue(store, queue="other")
+    c = enqueue(store)
+    claimed = ids(store.claim(req(max_rows=1)))
+    assert claimed == [a]
+    assert [r.workflow_id for r in store.list_queued("q")] == [a, c]
+    assert [r.workflow_id for r in store.list_queued(None)] == [a, b, c]
+    assert [r.workflow_id for r in store.list_queued(None, limit=1)] == [a]
+    rows = store.list_queued("q")
+    assert rows[0].status == "PENDING" and rows[0].inputs is None

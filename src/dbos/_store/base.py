@@ -596,6 +596,11 @@ class SystemStore(Protocol):
 
     def list_paused_queues(self) -> frozenset[str]: ...
 
+    def list_queued(self, queue_name: str | None, *, limit: int | None = None) -> list[WorkflowRow]:
+        """ENQUEUED, DELAYED and PENDING rows of queues (or one queue), in enqueue order, without payloads;
+        served by the `active` index, never scanning terminal rows."""
+        ...
+
     def queue_stats(self, queue_name: str | None) -> list[QueueStatsRow]:
         """Counts by status of every queue with ENQUEUED, DELAYED or PENDING rows (or just `queue_name`),
         ordered by name, from one snapshot, without scanning terminal rows."""

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 import psycopg
 import psycopg_pool
+from psycopg import sql
 
 from . import base, records
 from . import queue_defs as qd
@@ -58,7 +59,7 @@ from .postgres_rows import (
     unwrap_dbapi,
     workflow_row,
 )
-from .postgres_sql import build_statements
+from .postgres_sql import build_statements, render, workflow_select_list
 
 __all__ = ["PostgresStore", "reset_postgres", "classify_pg_error"]
 
@@ -97,6 +98,12 @@ class PostgresStore:
         label = "client" if role == "client" else (settings.application_name or "app")
         self._spec = parse_url(url, app_label=label)
         self._sql = build_statements(self.schema)
+        self._list_queued_sql = render(
+            f"SELECT {workflow_select_list(load_input=False, load_output=False)} FROM {{s}}.workflows "
+            "WHERE status IN ('ENQUEUED', 'DELAYED', 'PENDING') AND queue_name IS NOT NULL "
+            "AND (%(q)s::text IS NULL OR queue_name = %(q)s) ORDER BY seq LIMIT %(limit)s",
+            sql.Identifier(self.schema),
+        )
         self._qsql = QueueStatements(self.schema)
         self._dsql = build_def_statements(self.schema)
         self._pruner = ClaimsPruner()
@@ -374,6 +381,15 @@ class PostgresStore:
             lambda conn: self._one(conn, "get_workflow", query, {"workflow_id": workflow_id}, write=False),
         )
         return None if row is None else workflow_row(row)
+
+    def list_queued(self, queue_name: str | None, *, limit: int | None = None) -> list[base.WorkflowRow]:
+        records.check_opt_name(queue_name, "queue name")
+        query = self._list_queued_sql
+        params = {"q": queue_name, "limit": limit}
+        rows = self._pooled(
+            "list_queued", lambda conn: self._all(conn, "list_queued", query, params, write=False)
+        )
+        return [workflow_row(r) for r in rows]
 
     def get_states(self, workflow_ids: Sequence[str]) -> dict[str, base.WorkflowState]:
         ids = list(dict.fromkeys(workflow_ids))

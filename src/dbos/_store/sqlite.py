@@ -101,6 +101,10 @@ class SQLiteStore:
             "get_workflow", lambda c: wf.get_workflow(c, workflow_id, load_input, load_output)
         )
 
+    def list_queued(self, queue_name: str | None, *, limit: int | None = None) -> list[base.WorkflowRow]:
+        records.check_opt_name(queue_name, "queue name")
+        return self._db.read("list_queued", lambda c: wf.list_queued(c, queue_name, limit))
+
     def get_states(self, workflow_ids: Sequence[str]) -> dict[str, base.WorkflowState]:
         ids = [check_id(w) for w in workflow_ids]
         return self._db.read("get_states", lambda c: wf.get_states(c, ids))

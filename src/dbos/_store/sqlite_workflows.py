@@ -187,6 +187,22 @@ def get_workflow(
     return None if r is None else workflow_row(r)
 
 
+def list_queued(
+    conn: sqlite3.Connection, queue_name: str | None, limit: int | None
+) -> list[base.WorkflowRow]:
+    cols = workflow_columns(False, False)
+    where = "status IN ('ENQUEUED', 'DELAYED', 'PENDING') AND queue_name IS NOT NULL"
+    params: list[Any] = []
+    if queue_name is not None:
+        where += " AND queue_name = ?"
+        params.append(queue_name)
+    sql = f"SELECT {cols} FROM dbos_workflows INDEXED BY dbos_workflows_active WHERE {where} ORDER BY seq"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [workflow_row(r) for r in conn.execute(sql, params).fetchall()]
+
+
 def get_states(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, base.WorkflowState]:
     out = {wid: base.WorkflowState(exists=False) for wid in ids}
     if not ids:
