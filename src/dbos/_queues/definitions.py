@@ -36,10 +36,22 @@ def stored_config(name: str) -> QueueConfig:
     return QueueConfig.from_json(row.config)
 
 
+def _remember(engine: Any, name: str, config: str | None) -> None:
+    """Keep the dispatcher's copy of the definitions current for this process's own changes."""
+    if engine.dispatcher is None:
+        return
+    if config is None:
+        engine.dispatcher.definitions.pop(name, None)
+    else:
+        engine.dispatcher.definitions[name] = config
+
+
 def update_stored(name: str, patch: dict[str, Any]) -> None:
-    row = _engine().db.update_queue(name, patch, lambda merged: QueueConfig.validated(merged))
+    engine = _engine()
+    row = engine.db.update_queue(name, patch, lambda merged: QueueConfig.validated(merged))
     if row is None:
         raise DBOSException(f"database-backed queue {name!r} no longer exists (it was deleted)")
+    _remember(engine, name, row.config)
 
 
 def register_queue(name: str, on_conflict: str, settings: dict[str, Any]) -> Queue:
@@ -66,7 +78,10 @@ def retrieve_queue(name: str) -> Queue | None:
 
 
 def delete_queue(name: str) -> None:
-    _engine().db.delete_queue(check_identifier(name, "queue name"))
+    engine = _engine()
+    checked = check_identifier(name, "queue name")
+    engine.db.delete_queue(checked)
+    _remember(engine, checked, None)
 
 
 def list_queues() -> list[Queue]:

@@ -77,6 +77,7 @@ class Dispatcher:
         self.lock = threading.Lock()
         self.next_promote = 0.0
         self.next_definitions = 0.0  # database-backed queues and pauses are re-read on `ctl` changes
+        self.definitions: dict[str, str] = {}  # every database-backed queue -> its config JSON (for enqueue)
         self._unsubscribe = engine.db.changes.subscribe(self._on_change)
         self._state_for(INTERNAL_QUEUE, Limits(), 1.0)
         for q in QUEUES.all():
@@ -177,6 +178,7 @@ class Dispatcher:
         db = self.engine.db
         paused = db.list_paused_queues()
         rows = {r.name: r for r in db.list_queues()}
+        self.definitions = {name: row.config for name, row in rows.items()}
         for name, row in rows.items():
             if QUEUES.get(name) is not None or (self.listen is not None and name not in self.listen):
                 continue

@@ -13,33 +13,48 @@ from .._handles import PolledHandle, PolledHandleAsync
 from .._store.base import NewStep
 from .._validation import check_identifier
 from ..error import DBOSException, DBOSQueueDeduplicatedError
-from .queue import QUEUES, Queue
+from .queue import QUEUES, QueueConfig
 
 _log = logging.getLogger("dbos")
 _unknown_logged: set[str] = set()
 
 
-def queue_target(queue_name: str, options: EnqueueOptions | None) -> Any:
+def _definition(engine: Any, queue_name: str) -> QueueConfig | None:
+    """The queue's configuration in force: declared in memory, else database-backed. Database definitions come
+    from the dispatcher's copy (refreshed on every `ctl` change), so an enqueue costs no extra read."""
+    declared = QUEUES.get(queue_name)
+    if declared is not None:
+        return declared.config()
+    dispatcher = engine.dispatcher
+    if dispatcher is not None:
+        text = dispatcher.definitions.get(queue_name)
+        return None if text is None else QueueConfig.from_json(text)
+    row = engine.db.get_queue(queue_name)
+    return None if row is None else QueueConfig.from_json(row.config)
+
+
+def queue_target(engine: Any, queue_name: str, options: EnqueueOptions | None) -> Any:
     """Check the options against the queue's definition (03 §5 rule 5) and build the QueueTarget."""
     from .._engine.workflows import QueueTarget
 
     opts = options or EnqueueOptions()
-    queue = QUEUES.get(queue_name) or _database_backed(queue_name)
-    if queue is None:
+    cfg = _definition(engine, queue_name)
+    if cfg is None:
         if queue_name not in _unknown_logged:
             _unknown_logged.add(queue_name)
             _log.info("enqueue onto queue %r, which is not declared in this process", queue_name)
     else:
-        if opts.priority is not None and not queue.priority_enabled:
+        partitioned = cfg.limits.partitioned
+        if opts.priority is not None and not cfg.priority_enabled:
             raise DBOSException(
                 f"priority {opts.priority} given for queue {queue_name!r}, which was declared without "
                 "priority_enabled=True"
             )
-        if queue.partition_queue and opts.queue_partition_key is None:
+        if partitioned and opts.queue_partition_key is None:
             raise DBOSException(
                 f"queue {queue_name!r} is partitioned: enqueue inside SetEnqueueOptions(queue_partition_key=...)"
             )
-        if not queue.partition_queue and opts.queue_partition_key is not None:
+        if not partitioned and opts.queue_partition_key is not None:
             raise DBOSException(
                 f"queue_partition_key {opts.queue_partition_key!r} given for queue {queue_name!r}, which is not "
                 "partitioned (declare it with partition_queue=True)"
@@ -56,12 +71,6 @@ def queue_target(queue_name: str, options: EnqueueOptions | None) -> Any:
     )
 
 
-def _database_backed(queue_name: str) -> Queue | None:
-    from .definitions import retrieve_queue
-
-    return retrieve_queue(queue_name)
-
-
 def _plan(
     engine: Any, queue_name: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
@@ -72,7 +81,7 @@ def _plan(
     if ctx.in_step or ctx.in_transaction:
         raise DBOSException("cannot enqueue a workflow from inside a step; enqueue from the workflow body")
     # Options belong to the caller's context; the enqueued workflow never inherits them (03 §5 rule 4).
-    target = queue_target(queue_name, ctx.enqueue)
+    target = queue_target(engine, queue_name, ctx.enqueue)
     return plan_start(engine, info, (*lead, *args), kwargs, direct=False, queue=target)
 
 
