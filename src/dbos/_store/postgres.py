@@ -33,7 +33,7 @@ from .postgres_conn import (
 )
 from .postgres_defs import build_def_statements, update_once, upsert_once
 from .postgres_errors import classify_pg_error, with_retries
-from .postgres_live import Clock, LivenessConnection
+from .postgres_live import Clock, LivenessConnection, OwnBackends
 from .postgres_migrate import current_plan, reset_postgres, run_migrations
 from .postgres_queue_sql import QueueStatements
 from .postgres_queues import (
@@ -116,16 +116,23 @@ class PostgresStore:
         self._held_key: int | None = None
         self._closed = False
         first = self._open_first(create=settings.create_database and role != "client")
+        self._own_pids = OwnBackends()
         self._pool = self._make_pool(min_size=1 if role == "client" else 2)
         self._live: LivenessConnection | None = None
         if role == "executor":
             listen = listen_channels(self.schema) if settings.use_listen_notify else None
             self._live = LivenessConnection(
-                self._connect, self.changes, listen=listen, on_connect=self._on_live
+                self._connect, self.changes, listen=listen, on_connect=self._on_live, own_pids=self._own_pids
             )
             self._live.start(first)
         else:
             first.close()
+
+    def _remember_backend(self, conn: Conn) -> None:
+        # Notifications sent by our own pool connections were already published in-process after commit; the
+        # listener drops their echoes without parsing them. Keyed weakly: a closed connection's pid may be
+        # reused by another client's backend, whose notifications must not be dropped.
+        self._own_pids.add(conn)
 
     # lifecycle -------------------------------------------------------------------------------------------------
 
@@ -161,6 +168,7 @@ class PostgresStore:
             max_idle=600,
             check=None,
             kwargs=connect_kwargs(self._spec),
+            configure=self._remember_backend,
             open=False,
             name=f"dbos-{self.schema}",
         )

@@ -9,6 +9,7 @@ import os
 import select
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -65,6 +66,20 @@ class Clock:
         return int(time.time() * 1000 + self._offset_ms)
 
 
+class OwnBackends:
+    """Backend pids of this store's open pool connections (weakly held, so closed ones drop out)."""
+
+    def __init__(self) -> None:
+        self._conns: weakref.WeakValueDictionary[int, Conn] = weakref.WeakValueDictionary()
+
+    def add(self, conn: Conn) -> None:
+        self._conns[conn.info.backend_pid] = conn
+
+    def __contains__(self, pid: object) -> bool:
+        conn = self._conns.get(pid) if isinstance(pid, int) else None
+        return conn is not None and not conn.closed
+
+
 class LivenessConnection:
     """One connection outside the pool: liveness lock, heartbeats, takeovers and (optionally) LISTEN.
 
@@ -79,7 +94,9 @@ class LivenessConnection:
         *,
         listen: list[str] | None,
         on_connect: Callable[[Conn], None],
+        own_pids: OwnBackends | None = None,
     ) -> None:
+        self._own_pids = own_pids if own_pids is not None else OwnBackends()
         self._connect = connect
         self._feed = feed
         self._listen = listen
@@ -215,7 +232,8 @@ class LivenessConnection:
                 pgconn = conn.pgconn
                 pgconn.consume_input()
                 while (n := pgconn.notifies()) is not None:
-                    self._feed.publish(parse_payload(n.extra.decode("utf-8", "replace")))
+                    if n.be_pid not in self._own_pids:
+                        self._feed.publish(parse_payload(n.extra.decode("utf-8", "replace")))
                 if pgconn.status != pq.ConnStatus.OK:
                     self._drop()
             except psycopg.Error:
