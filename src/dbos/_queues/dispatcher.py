@@ -26,6 +26,7 @@ from .starter import start_claimed
 _log = logging.getLogger("dbos")
 PROMOTE_EVERY_S = 1.0
 DEFINITIONS_EVERY_S = 5.0
+COALESCE_S = 0.002
 MAX_BACKOFF_S = 30.0
 
 
@@ -46,6 +47,7 @@ class QueueState:
     rate_retry_at: float | None = None
     paused: bool = False
     database_backed: bool = False
+    coalesce_at: float | None = None  # claim after completions, batched (see Dispatcher._finished)
 
     def served(self, lane: str | None) -> None:
         self.in_flight += 1
@@ -162,10 +164,11 @@ class Dispatcher:
         for st in states:
             if st.due(now):
                 st.dirty = False
+                st.coalesce_at = None
                 st.next_poll = now + st.polling_s * random.uniform(0.95, 1.05)
                 if self._claim(st) > 0:
                     st.dirty = True  # there may be more to claim
-            next_at = min(next_at, st.next_poll, st.rate_retry_at or next_at)
+            next_at = min(next_at, st.next_poll, st.rate_retry_at or next_at, st.coalesce_at or next_at)
             if st.dirty:
                 next_at = now
         return max(0.0, next_at - time.monotonic())
@@ -244,7 +247,14 @@ class Dispatcher:
         return len(result.claimed)
 
     def _finished(self, st: QueueState, c: ClaimedWorkflow) -> None:
+        """A local slot is free. On a busy queue, claim once a quarter of its slots are free or within
+        COALESCE_S, whichever comes first: one claim statement then serves many completions."""
         with self.lock:
             st.finished(c.row.partition_key)
-        st.dirty = True
+            cap = st.limits.worker_concurrency or st.limits.global_concurrency
+            free = None if cap is None else cap - st.in_flight
+            if free is None or st.in_flight == 0 or free >= max(1, cap // 4):  # type: ignore[operator]
+                st.dirty = True
+            elif st.coalesce_at is None:
+                st.coalesce_at = time.monotonic() + COALESCE_S
         self.waiter.notify()
