@@ -7,7 +7,7 @@
 Each scenario runs in a fresh subprocess (`benchmarks/scenarios.py`), on a fresh database: a new file in a new
 temporary directory on SQLite, a new database on Postgres (created and dropped here, as user postgres on
 127.0.0.1:5432). With --compare the same scenario runs under the reference right after dbosx, so both see the
-same machine conditions, and a ratio line (reference / dbosx) follows. A failing run prints its line with an
+same machine conditions, and a ratio line follows (oriented so that above 1 means dbosx is better). A failing run prints its line with an
 "error" field and the suite goes on. See benchmarks/README.md for the figures.
 """
 
@@ -168,6 +168,8 @@ class Runner:
             cmd += ["--gap-ms", f"{gap_ms:g}", "--budget-s", f"{self.args.queue_budget_s:g}"]
             if poll is not None:
                 cmd += ["--poll", f"{poll:g}"]
+            if scenario == "queue_throughput":
+                cmd += ["--confirm", self.args.throughput_confirm]
         t0 = time.perf_counter()
         try:
             out, err, rc = _run(cmd, self.args.timeout, cwd=tempfile.gettempdir())
@@ -422,6 +424,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=20,
         help="dbosx latency samples: random pause before each enqueue, up to this (20); the reference gets its "
         "polling interval",
+    )
+    p.add_argument(
+        "--throughput-confirm",
+        choices=["last", "each"],
+        default="last",
+        help="queue_throughput: watch the first and last handle then sweep (last, default), or read every "
+        "handle in turn during the drain (each: one status read per workflow competes with the queue)",
     )
     p.add_argument(
         "--ref-polls",
