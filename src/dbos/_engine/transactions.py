@@ -19,7 +19,7 @@ from ..error import DBOSException, DBOSWorkflowConflictIDError
 from .engine import Engine
 from .outcomes import replay_step
 from .steps import StepCall, begin_step, record_step_outcome
-from .workflows import call_workflow, check_roles, write_step
+from .workflows import call_workflow, check_roles
 
 _log = logging.getLogger("dbos")
 _warned_on_loop: set[str] = set()
@@ -145,6 +145,3 @@ def _in_transaction(
                     call.ex.fence_off()
                 raise DBOSWorkflowConflictIDError(call.ex.workflow_id)
     return value
-
-
-__all__ = ["run_transaction", "write_step"]

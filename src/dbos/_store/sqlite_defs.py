@@ -42,11 +42,18 @@ def upsert_queue(
     elif not overwrite:
         return def_row(current)
     else:
-        cur = tx.execute(
-            "UPDATE dbos_queue_defs SET config = ?, revision = revision + 1, updated_at = ? WHERE name = ? "
-            f"RETURNING {_COLS}",
-            (config, tx.now, name),
-        )
+        return _replace_config(tx, name, config)
+    row = _returned(cur)
+    _emit(tx, name)
+    return row
+
+
+def _replace_config(tx: WriteTx, name: str, config: str) -> base.QueueDefRow:
+    cur = tx.execute(
+        "UPDATE dbos_queue_defs SET config = ?, revision = revision + 1, updated_at = ? WHERE name = ? "
+        f"RETURNING {_COLS}",
+        (config, tx.now, name),
+    )
     row = _returned(cur)
     _emit(tx, name)
     return row
@@ -62,15 +69,7 @@ def update_queue(
     current = tx.execute(_GET, (name,)).fetchone()
     if current is None:
         return None
-    config = merged_config(current["config"], patch, validate, max_bytes)
-    cur = tx.execute(
-        "UPDATE dbos_queue_defs SET config = ?, revision = revision + 1, updated_at = ? WHERE name = ? "
-        f"RETURNING {_COLS}",
-        (config, tx.now, name),
-    )
-    row = _returned(cur)
-    _emit(tx, name)
-    return row
+    return _replace_config(tx, name, merged_config(current["config"], patch, validate, max_bytes))
 
 
 def delete_queue(tx: WriteTx, name: str) -> bool:
