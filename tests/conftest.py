@@ -113,3 +113,39 @@ def relaunch(dbos_config: dict[str, Any]) -> Callable[[], None]:
         DBOS.launch()
 
     return go
+
+
+# --- helpers for timing-sensitive tests (import with `from conftest import ...`) ----------------------------
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll `pred` every 10 ms until it holds; fail after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.01)
+    raise AssertionError("condition not reached in time")
+
+
+class Overlap:
+    """Counts how many bodies run at once: `with overlap:` around a workflow body; `peak` is the maximum."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.active = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Overlap:
+        with self._lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.active -= 1

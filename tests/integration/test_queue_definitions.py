@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from conftest import Overlap, wait_for
 from dbos import DBOS, Queue
 from dbos.error import DBOSException, DBOSValidationError
 
@@ -21,38 +22,23 @@ def fresh(dbos: type[DBOS]) -> Any:
     QUEUES.clear()
 
 
-def _wait_for(pred: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not reached in time")
-
-
 def test_register_and_change_concurrency_at_run_time(fresh: Any) -> None:
     q = DBOS.register_queue("dbq", concurrency=1)
     assert q.database_backed and q.concurrency == 1
-    active = [0]
-    peak = [0]
-    lock = threading.Lock()
+    overlap = Overlap()
     gate = threading.Event()
 
     @DBOS.workflow()
     def work() -> None:
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        gate.wait(5)
-        with lock:
-            active[0] -= 1
+        with overlap:
+            gate.wait(5)
 
     handles = [q.enqueue(work) for _ in range(4)]
-    _wait_for(lambda: active[0] == 1)
+    wait_for(lambda: overlap.active == 1)
     time.sleep(0.2)
-    assert active[0] == 1
+    assert overlap.active == 1
     q.set_concurrency(4)
-    _wait_for(lambda: active[0] == 4, timeout=3)
+    wait_for(lambda: overlap.active == 4, timeout=3)
     gate.set()
     for h in handles:
         h.get_result()

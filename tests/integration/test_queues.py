@@ -9,17 +9,9 @@ from typing import Any
 
 import pytest
 
+from conftest import Overlap, wait_for
 from dbos import DBOS, Queue, SetEnqueueOptions, SetWorkflowID, SetWorkflowTimeout
 from dbos.error import DBOSException, DBOSQueueDeduplicatedError, DBOSValidationError
-
-
-def _wait_for(pred: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture
@@ -129,7 +121,7 @@ def test_priority_order_behind_a_blocker(fresh_queues: Any) -> None:
         order.append(label)
 
     first = q.enqueue(blocker)
-    _wait_for(lambda: first.get_status().status == "PENDING")
+    wait_for(lambda: first.get_status().status == "PENDING")
     for p in (1, 10, 100):
         with SetEnqueueOptions(priority=p):
             q.enqueue(task, f"p{p}")
@@ -291,43 +283,31 @@ def test_seed_combined_context_managers(fresh_queues: Any) -> None:
 
 def test_global_concurrency_is_never_exceeded(fresh_queues: Any) -> None:
     q = Queue("conc2", concurrency=2)
-    active = [0]
-    peak = [0]
-    lock = threading.Lock()
+    overlap = Overlap()
 
     @DBOS.workflow()
     def work() -> None:
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        time.sleep(0.03)
-        with lock:
-            active[0] -= 1
+        with overlap:
+            time.sleep(0.03)
 
     handles = [q.enqueue(work) for _ in range(12)]
     for h in handles:
         h.get_result()
-    assert peak[0] == 2
+    assert overlap.peak == 2
 
 
 def test_worker_concurrency(fresh_queues: Any) -> None:
     q = Queue("wconc", worker_concurrency=1)
-    active = [0]
-    peak = [0]
-    lock = threading.Lock()
+    overlap = Overlap()
 
     @DBOS.workflow()
     def work() -> None:
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        time.sleep(0.02)
-        with lock:
-            active[0] -= 1
+        with overlap:
+            time.sleep(0.02)
 
     for h in [q.enqueue(work) for _ in range(6)]:
         h.get_result()
-    assert peak[0] == 1
+    assert overlap.peak == 1
 
 
 def test_rate_limiter(fresh_queues: Any) -> None:
@@ -449,7 +429,7 @@ def test_enqueue_timeout_starts_at_claim(fresh_queues: Any) -> None:
         return "ok"
 
     b = q.enqueue(blocker)
-    _wait_for(lambda: b.get_status().status == "PENDING")
+    wait_for(lambda: b.get_status().status == "PENDING")
     with SetWorkflowTimeout(0.5):
         h = q.enqueue(quick)
     st = h.get_status()
@@ -489,7 +469,7 @@ def test_queue_stats(fresh_queues: Any) -> None:
         pass
 
     b = q.enqueue(blocker)
-    _wait_for(lambda: b.get_status().status == "PENDING")
+    wait_for(lambda: b.get_status().status == "PENDING")
     handles = [q.enqueue(wf) for _ in range(3)]
     with SetEnqueueOptions(delay_seconds=60):
         q.enqueue(wf)
@@ -516,7 +496,7 @@ def test_list_queued_workflows(fresh_queues: Any) -> None:
         pass
 
     b = q.enqueue(blocker)
-    _wait_for(lambda: b.get_status().status == "PENDING")
+    wait_for(lambda: b.get_status().status == "PENDING")
     later = [q.enqueue(wf, i) for i in range(3)]
     rows = DBOS.list_queued_workflows(queue_name="listed")
     assert [r.workflow_id for r in rows] == [b.workflow_id] + [h.workflow_id for h in later]
