@@ -150,7 +150,10 @@ class Cluster:
     def entries(self, kind: str | None = None) -> list[dict[str, Any]]:
         if not self.ledger.exists():
             return []
-        rows = [json.loads(ln) for ln in self.ledger.read_text().splitlines() if ln]
+        # A reader can catch a worker's append half-written: only newline-terminated lines are complete.
+        text = self.ledger.read_text()
+        complete = text[: text.rfind("\n") + 1]
+        rows = [json.loads(ln) for ln in complete.splitlines() if ln]
         return [r for r in rows if kind is None or r["kind"] == kind]
 
 
@@ -256,13 +259,15 @@ def test_worker_processes_drain_one_queue(local: Cluster, capsys: pytest.Capture
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     t0 = time.monotonic()
-    wids = enqueue_many("drain", queue_app.qapp_sleep, n, 0.02)
-    t_enqueued = time.monotonic() - t0
-    wait_until(lambda: len(c.entries("wf")) >= n, 60, f"{n} ledger lines")
-    statuses = wait_all_success(wids, 10)
-    elapsed = time.monotonic() - t0
-    sampling.set()
-    sampler.join(5)
+    try:
+        wids = enqueue_many("drain", queue_app.qapp_sleep, n, 0.02)
+        t_enqueued = time.monotonic() - t0
+        wait_until(lambda: len(c.entries("wf")) >= n, 60, f"{n} ledger lines")
+        statuses = wait_all_success(wids, 10)
+        elapsed = time.monotonic() - t0
+    finally:
+        sampling.set()
+        sampler.join(5)
 
     rows = c.entries("wf")
     counts = Counter(r["wid"] for r in rows)
