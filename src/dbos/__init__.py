@@ -1,6 +1,7 @@
 """dbosx: durable workflows for Python (the DBOS Transact programming model) on SQLite and PostgreSQL."""
 
 from . import error
+from ._client import DBOSClient, EnqueueOptions
 from ._config import DBOSConfig
 from ._context import (
     DBOSContext,
@@ -17,16 +18,19 @@ from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._queues.queue import Queue, QueueRateLimit
 from ._queues.stats import QueueStats
 from ._serialization import PortableWorkflowError, Serializer
-from ._types import StepStatus, WorkflowStatus, WorkflowStatusString
+from ._types import ExecutorInfo, StepInfo, StepStatus, WorkflowList, WorkflowStatus, WorkflowStatusString
 
 __all__ = [
     "DBOS",
+    "DBOSClient",
     "DBOSConfig",
     "DBOSConfiguredInstance",
     "DBOSContext",
     "DBOSContextEnsure",
     "DBOSContextSetAuth",
     "DuplicationPolicy",
+    "EnqueueOptions",
+    "ExecutorInfo",
     "PortableWorkflowError",
     "Queue",
     "QueueRateLimit",
@@ -35,9 +39,11 @@ __all__ = [
     "SetEnqueueOptions",
     "SetWorkflowID",
     "SetWorkflowTimeout",
+    "StepInfo",
     "StepStatus",
     "WorkflowHandle",
     "WorkflowHandleAsync",
+    "WorkflowList",
     "WorkflowStatus",
     "WorkflowStatusString",
     "__version__",

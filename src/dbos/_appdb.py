@@ -153,6 +153,19 @@ class AppDatabase:
             {"w": workflow_id, "s": step_id, "o": output, "z": serializer, "t": now_ms},
         )
 
+    def delete_outputs(self, workflow_ids: list[str]) -> None:
+        """Remove DBOS's transaction outputs of deleted workflows (02 §6 rule 1); a no-op when shared."""
+        if not self.separate or not workflow_ids:
+            return
+        with self.engine.begin() as conn:
+            for start in range(0, len(workflow_ids), 500):
+                chunk = workflow_ids[start : start + 500]
+                marks = ", ".join(f":w{i}" for i in range(len(chunk)))
+                conn.execute(
+                    sa.text(f"DELETE FROM {self.outputs_table} WHERE workflow_id IN ({marks})"),
+                    {f"w{i}": w for i, w in enumerate(chunk)},
+                )
+
     def reset(self) -> None:
         if not self.separate:
             return

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from . import _failpoints
 from ._config import DBOSConfig, Settings, build_settings
 from ._context import DBOSContext, current, current_or_empty
+from ._dbos_manage import ManagementAPI
 from ._decorators import (
     apply_dbos_class,
     apply_default_roles,
@@ -77,7 +78,7 @@ def _configure_logging(level: str) -> None:
         logger.addHandler(handler)
 
 
-class DBOS:
+class DBOS(ManagementAPI):
     """Process-wide singleton and the class-level API (01 §3)."""
 
     _engine: Any = None
@@ -301,24 +302,6 @@ class DBOS:
         from ._queues.definitions import set_paused
 
         set_paused(name, False)
-
-    @classmethod
-    def list_queued_workflows(
-        cls, *, queue_name: str | None = None, status: str | None = None, limit: int | None = None
-    ) -> list[WorkflowStatus]:
-        """ENQUEUED, DELAYED and PENDING workflows of queues, oldest first (filters grow with 02 §7)."""
-        from ._handles import status_from_row
-        from ._validation import check_count
-
-        refuse_on_loop("DBOS.list_queued_workflows", "DBOS.list_queued_workflows_async")
-        engine = current_engine()
-        name = None if queue_name is None else check_identifier(queue_name, "queue name")
-        if status not in (None, "ENQUEUED", "DELAYED", "PENDING"):
-            raise DBOSValidationError(f"status must be ENQUEUED, DELAYED or PENDING, got {status!r}")
-        check_count(limit, "limit", minimum=0, allow_none=True)
-        rows = engine.db.list_queued(name, limit=None if status is not None else limit)
-        out = [status_from_row(engine, r) for r in rows if status is None or r.status == status]
-        return out[:limit] if limit is not None else out
 
     @classmethod
     def queue_stats(cls, queue_name: str | None = None) -> list[Any]:

@@ -7,6 +7,7 @@ import secrets
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ._context import current_or_empty
+from ._serialization import SerializerSet
 from ._store.base import NewStep, WorkflowRow
 from ._types import WorkflowStatus
 from ._validation import check_polling_interval
@@ -28,7 +29,12 @@ def _safe(what: str, fn: Any, raw: str) -> Any:
         return raw
 
 
-def status_from_row(engine: Engine, row: WorkflowRow) -> WorkflowStatus:
+class _HasSerializers(Protocol):
+    @property
+    def serializers(self) -> SerializerSet: ...
+
+
+def status_from_row(engine: _HasSerializers, row: WorkflowRow) -> WorkflowStatus:
     s = engine.serializers
     inputs: dict[str, Any] | None = None
     if row.inputs is not None:

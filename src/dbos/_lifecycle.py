@@ -9,6 +9,7 @@ import time
 
 from ._appdb import AppDatabase
 from ._config import Settings
+from ._engine.deadlines import DeadlineKeeper
 from ._engine.engine import Engine
 from ._engine.recovery import Recovery
 from ._queues.dispatcher import Dispatcher
@@ -74,12 +75,14 @@ def launch(settings: Settings, registry: Registry, listen: list[str] | None = No
         engine.adopted_loop = asyncio.get_running_loop()
     except RuntimeError:
         pass
+    engine.deadlines = DeadlineKeeper(engine, settings.heartbeat_interval_s)
     recovery = Recovery(engine)
     recovery.register()
     engine.dispatcher = Dispatcher(engine, listen)
     engine.on_capacity = engine.wake_dispatcher
     recovery.scan()
     recovery.start()
+    engine.deadlines.start()
     engine.dispatcher.start()
     engine.recovery = recovery
     return engine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 
 class WorkflowStatusString(str, enum.Enum):
@@ -61,3 +61,38 @@ class StepStatus:
     step_id: int
     current_attempt: int | None
     max_attempts: int | None
+
+
+class WorkflowList(list[WorkflowStatus]):
+    """A page of `list_workflows`; `next_cursor` continues after its last row (02 §7.1 rule 7)."""
+
+    next_cursor: str | None = None
+
+
+class StepInfo(TypedDict):
+    """One checkpoint of a workflow (02 §7.2)."""
+
+    function_id: int
+    function_name: str
+    output: Any
+    error: BaseException | None
+    child_workflow_id: str | None
+    started_at_epoch_ms: int | None
+    completed_at_epoch_ms: int | None
+
+
+@dataclass(frozen=True)
+class ExecutorInfo:
+    """One executor incarnation (02 §12)."""
+
+    executor_id: str
+    incarnation: int
+    application_name: str | None
+    application_version: str | None
+    hostname: str
+    pid: int
+    state: str  # "ALIVE" | "STOPPED" | "DEAD"
+    started_at: int
+    last_heartbeat_at: int
+    lease_expires_at: int
+    queues: dict[str, dict[str, Any]]

@@ -14,7 +14,8 @@ from .._config import Settings
 from .._registry import Registry
 from .._serialization import SerializerSet
 from .._store import open_system_store
-from .._store.base import StoreSettings, SystemStore
+from .._store.base import Change, StoreSettings, SystemStore
+from .deadlines import DeadlineKeeper
 from .execution import Execution
 from .threads import DaemonPool
 from .waits import WakeRegistry
@@ -78,6 +79,8 @@ class Engine:
         self.recovery: Any = None
         self.dispatcher: Any = None
         self.on_capacity: Callable[[], None] | None = None
+        self.deadlines: DeadlineKeeper | None = None
+        self.ops: Any = None  # management operations (_dbos_manage.ops_of)
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     def open_store(self) -> SystemStore:
@@ -97,8 +100,36 @@ class Engine:
             ),
         )
         self.store = store
-        self._unsubscribe = store.changes.subscribe(self.wake.on_change)
+        self._unsubscribe = store.changes.subscribe(self.on_change)
         return store
+
+    def on_change(self, change: Change) -> None:
+        """Change-feed callback (never blocks): wake waits, and stop executions of cancelled or deleted
+        workflows (02 §3 rule 4). A `Change("all")` (lost notifications) re-checks every live execution."""
+        self.wake.on_change(change)
+        if change.kind == "cancel" and change.key:
+            self.stop_local(str(change.key[0]))
+        elif change.kind == "all" and self.active and not self.stopping.is_set():
+            try:
+                self.io_pool.submit(self._recheck_active)
+            except RuntimeError:  # pool shut down
+                pass
+
+    def stop_local(self, workflow_id: str) -> None:
+        with self._active_lock:
+            group = list(self.active.get(workflow_id, ()))
+        for ex in group:
+            ex.cancel()
+
+    def _recheck_active(self) -> None:
+        ids = list(self.active)
+        if not ids or self.store is None:
+            return
+        states = self.store.get_states(ids)
+        for wid in ids:
+            st = states.get(wid)
+            if st is None or not st.exists or st.status == "CANCELLED":
+                self.stop_local(wid)
 
     @property
     def db(self) -> SystemStore:
@@ -112,6 +143,8 @@ class Engine:
     def shutdown(self, timeout_s: float = 5.0) -> None:
         self.stopping.set()
         self.wake.signal_all()
+        if self.deadlines is not None:
+            self.deadlines.stop()
         deadline = time.monotonic() + timeout_s
         for t in self.background:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -135,6 +168,8 @@ class Engine:
     def add_active(self, ex: Execution) -> None:
         with self._active_lock:
             self.active.setdefault(ex.workflow_id, set()).add(ex)
+        if ex.deadline_ms is not None and self.deadlines is not None:
+            self.deadlines.arm(ex.workflow_id, ex.deadline_ms)
 
     def remove_active(self, ex: Execution) -> None:
         with self._active_lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ class Execution:
     _counter: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     extras: dict[str, Any] = field(default_factory=dict)
+    _step_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def next_step_id(self) -> int:
         with self._lock:
@@ -40,11 +42,32 @@ class Execution:
 
     def fence_off(self) -> None:
         self.fenced = True
-        self.waiter.notify()
+        self._interrupt()
 
     def cancel(self) -> None:
         self.cancelled = True
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        """Wake every wait and cancel async step attempts in progress (01 §13 rule 4)."""
         self.waiter.notify()
+        with self._lock:
+            tasks = list(self._step_tasks)
+        for task in tasks:
+            try:
+                task.get_loop().call_soon_threadsafe(task.cancel)
+            except RuntimeError:  # loop closed
+                pass
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        with self._lock:
+            self._step_tasks.add(task)
+        if self.stopped:
+            task.cancel()
+
+    def untrack(self, task: asyncio.Task[Any]) -> None:
+        with self._lock:
+            self._step_tasks.discard(task)
 
     @property
     def stopped(self) -> bool:

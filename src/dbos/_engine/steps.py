@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,6 +167,21 @@ async def _one_attempt_async(
         raise DBOSStepTimeoutError(name, cfg.timeout_seconds) from None
 
 
+async def _interruptible(ex: Execution, attempt: Coroutine[Any, Any, Any]) -> Any:
+    """Run one async attempt as a task that cancellation or fencing can interrupt; an interrupted attempt
+    records nothing and the step call raises the boundary error (02 §2 rule 7, §3 rule 4)."""
+    task = asyncio.ensure_future(attempt)
+    ex.track(task)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if task.cancelled() and ex.stopped:
+            ex.check_boundary()
+        raise
+    finally:
+        ex.untrack(task)
+
+
 async def _should_retry_async(cfg: StepConfig, exc: Exception, attempt: int) -> bool:
     if not cfg.retries_allowed or attempt >= cfg.max_attempts - 1:
         return False
@@ -195,7 +210,7 @@ async def run_step_async(
     for attempt in range(cfg.max_attempts if cfg.retries_allowed else 1):
         token = push(_attempt_context(call, cfg, attempt, role))
         try:
-            value = await _one_attempt_async(func, args, kwargs, cfg, info.name)
+            value = await _interruptible(call.ex, _one_attempt_async(func, args, kwargs, cfg, info.name))
         except Exception as e:
             errors.append(e)
             pop(token)

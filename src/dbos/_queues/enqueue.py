@@ -33,6 +33,26 @@ def _definition(engine: Any, queue_name: str) -> QueueConfig | None:
     return None if row is None else QueueConfig.from_json(row.config)
 
 
+def check_against_definition(
+    cfg: QueueConfig, queue_name: str, priority: int | None, partition_key: str | None
+) -> None:
+    """The enqueue checks against a known queue definition (03 §5 rule 5)."""
+    partitioned = cfg.limits.partitioned
+    if priority is not None and not cfg.priority_enabled:
+        raise DBOSException(
+            f"priority {priority} given for queue {queue_name!r}, which was declared without priority_enabled=True"
+        )
+    if partitioned and partition_key is None:
+        raise DBOSException(
+            f"queue {queue_name!r} is partitioned: enqueue inside SetEnqueueOptions(queue_partition_key=...)"
+        )
+    if not partitioned and partition_key is not None:
+        raise DBOSException(
+            f"queue_partition_key {partition_key!r} given for queue {queue_name!r}, which is not "
+            "partitioned (declare it with partition_queue=True)"
+        )
+
+
 def queue_target(engine: Any, queue_name: str, options: EnqueueOptions | None) -> Any:
     """Check the options against the queue's definition (03 §5 rule 5) and build the QueueTarget."""
     from .._engine.workflows import QueueTarget
@@ -44,21 +64,7 @@ def queue_target(engine: Any, queue_name: str, options: EnqueueOptions | None) -
             _unknown_logged.add(queue_name)
             _log.info("enqueue onto queue %r, which is not declared in this process", queue_name)
     else:
-        partitioned = cfg.limits.partitioned
-        if opts.priority is not None and not cfg.priority_enabled:
-            raise DBOSException(
-                f"priority {opts.priority} given for queue {queue_name!r}, which was declared without "
-                "priority_enabled=True"
-            )
-        if partitioned and opts.queue_partition_key is None:
-            raise DBOSException(
-                f"queue {queue_name!r} is partitioned: enqueue inside SetEnqueueOptions(queue_partition_key=...)"
-            )
-        if not partitioned and opts.queue_partition_key is not None:
-            raise DBOSException(
-                f"queue_partition_key {opts.queue_partition_key!r} given for queue {queue_name!r}, which is not "
-                "partitioned (declare it with partition_queue=True)"
-            )
+        check_against_definition(cfg, queue_name, opts.priority, opts.queue_partition_key)
     delay_ms = int(math.ceil((opts.delay_seconds or 0) * 1000))
     return QueueTarget(
         queue_name=queue_name,

@@ -132,6 +132,7 @@ InsertKind = Literal[
     "dedup_conflict",  # it is held by a row of another function; result names the holder
     "fenced",  # the parent's fence failed
     "parent_conflict",  # the parent's step is recorded with another write token
+    "source_missing",  # fork_workflow: the source workflow does not exist
 ]
 
 
@@ -365,6 +366,83 @@ class DeadCandidate:
     certain: bool
 
 
+CancelReason = Literal["user", "deadline"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeResult:
+    missing: str | None  # the first listed ID that does not exist; then nothing was changed
+    resumed: list[str]  # IDs re-enqueued by this call, in input order
+
+
+@dataclass(frozen=True, slots=True)
+class ForkSpec:
+    """A fork of `source_id` as the new workflow `new_id` (02 §5)."""
+
+    source_id: str
+    new_id: str
+    start_step: (
+        int  # >= 1: checkpoints, event history and stream entries with step id < start_step are copied
+    )
+    creator_token: str
+    application_version: str | None = None
+    queue_name: str | None = None  # None: the internal queue
+    partition_key: str | None = None
+    replacement_children: Mapping[str, str] = field(default_factory=dict)
+    timeout_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowQuery:
+    """Filters of `list_workflows` (02 §7.1), all ANDed. A sequence means "any of"; an empty sequence matches
+    nothing; None means no filter. Time bounds are inclusive epoch ms. Rows are ordered by
+    (created_at, workflow_id), ascending or descending; `after` is the last row of the previous page and
+    selects rows strictly after it in that order."""
+
+    workflow_ids: Sequence[str] | None = None
+    statuses: Sequence[str] | None = None
+    created_from: int | None = None
+    created_to: int | None = None
+    completed_from: int | None = None
+    completed_to: int | None = None
+    dequeued_from: int | None = None
+    dequeued_to: int | None = None
+    names: Sequence[str] | None = None
+    app_versions: Sequence[str] | None = None
+    users: Sequence[str] | None = None  # authenticated_user
+    queue_names: Sequence[str] | None = None
+    executor_ids: Sequence[str] | None = None
+    forked_from: Sequence[str] | None = None
+    parent_workflow_ids: Sequence[str] | None = None
+    id_prefixes: Sequence[str] | None = None  # literal prefixes: %, _ and \ have no special meaning
+    application_names: Sequence[str] | None = None
+    schedule_names: Sequence[str] | None = None
+    was_forked_from: bool | None = None
+    has_parent: bool | None = None
+    queues_only: bool = False  # only rows with a queue_name (the engine adds the default statuses)
+    limit: int | None = None
+    offset: int | None = None
+    after: tuple[int, str] | None = None  # (created_at, workflow_id) of the previous page's last row
+    sort_desc: bool = False
+    load_input: bool = True
+    load_output: bool = True
+
+
+ExportBundle = list[dict[str, Any]]
+"""One entry per workflow: {"status": {column: value}, "steps": [...], "events": [...], "event_history": [...],
+"streams": [...], "messages": [...]}. Column values are exactly as stored (payload text and serializer names
+untouched); bool columns are `bool`, JSON columns (authenticated_roles, attributes) parsed JSON values, and the
+row keys omit `seq` and the owning `workflow_id` of child rows. Both backends produce identical bundles for the
+same data."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    kind: Literal["created", "id_conflict", "dedup_conflict"]
+    workflow_ids: list[str]  # created: the imported IDs in bundle order; else empty
+    conflict_id: str | None = None  # the existing workflow that blocks the import
+
+
 @dataclass(frozen=True, slots=True)
 class MigrationReport:
     before: int
@@ -397,7 +475,8 @@ class StoreSettings:
 # Change feed
 # ---------------------------------------------------------------------------------------------------------------
 
-ChangeKind = Literal["wf", "msg", "evt", "stream", "queue", "ctl", "all"]
+ChangeKind = Literal["wf", "msg", "evt", "stream", "queue", "ctl", "cancel", "all"]
+# "cancel" (workflow_id,): the workflow was cancelled or deleted; executions of it must stop.
 
 
 @dataclass(frozen=True, slots=True)
@@ -542,6 +621,101 @@ class SystemStore(Protocol):
         """Applies only while the row is PENDING and carries `fence.claim_token`. Emits `wf`."""
         ...
 
+    def list_workflows(self, query: WorkflowQuery) -> list[WorkflowRow]:
+        """Rows matching every filter of `query`, in (created_at, workflow_id) order, after `query.after`,
+        skipping `offset`, at most `limit`. Served by indexes: never a full scan for a limited page."""
+        ...
+
+    def cancel_workflows(
+        self, workflow_ids: Sequence[str], *, cancel_children: bool, reason: CancelReason
+    ) -> list[str]:
+        """In one transaction, rows in PENDING, ENQUEUED, DELAYED or MAX_RECOVERY_ATTEMPTS_EXCEEDED become
+        CANCELLED with completed_at = now and cancel_reason; the claim token is kept. With `cancel_children`,
+        every non-terminal descendant (through parent_workflow_id, any depth) too. Unknown IDs are ignored.
+        Returns the IDs changed. Emits `wf` and `cancel` per ID, and `queue` per affected queue."""
+        ...
+
+    def cancel_expired(self, application_name: str | None, *, limit: int = 1000) -> list[str]:
+        """Cancel (reason `deadline`) up to `limit` PENDING, ENQUEUED or DELAYED rows whose deadline_ms <= now,
+        of this application or of none (all rows when `application_name` is None). Emits as cancel_workflows."""
+        ...
+
+    def next_deadline(self, application_name: str | None) -> int | None:
+        """The earliest deadline_ms of a PENDING, ENQUEUED or DELAYED row in the same scope (deadline index)."""
+        ...
+
+    def resume_workflows(self, workflow_ids: Sequence[str], *, queue_name: str | None) -> ResumeResult:
+        """Nothing changes if any ID is missing (`missing` names the first). Otherwise, in one transaction:
+        CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED, ENQUEUED and DELAYED rows become ENQUEUED on `queue_name`
+        (None: the internal queue) with recovery_attempts 0 and deadline_ms, delay_until, output, error,
+        outcome_serializer, cancel_reason, completed_at, dequeued_at and the owner (executor_id, incarnation,
+        claim_token, claim_batch) cleared; dedup_queue, deduplication_id and timeout_ms stay; steps_seeded
+        is set (the next claim must load checkpoints although recovery_attempts is 0 again). PENDING rows whose
+        owner incarnation is not ALIVE with an unexpired lease (or is unknown) are re-enqueued on their own
+        queue (else the internal queue), owner cleared, recovery_attempts 0. SUCCESS and ERROR rows, and PENDING
+        rows of a live owner, are unchanged. Emits `queue` per affected queue and `wf` per resumed ID."""
+        ...
+
+    def fork_workflow(self, spec: ForkSpec) -> InsertResult:
+        """In one transaction on one snapshot: `source_missing` if the source does not exist; `existing` if
+        `new_id` exists and its forked_from is the source (nothing written); `id_conflict` if it exists otherwise.
+        Else insert `new_id` ENQUEUED on spec.queue_name (None: internal queue) with spec.partition_key, copying
+        name, class_name, config_name, inputs, receiver, inputs_serializer, authenticated_user/roles,
+        assumed_role and application_name; application_version, timeout_ms from the spec; no deadline, dedup,
+        priority or parent; forked_from = source; steps_seeded = true; recovery_attempts 0. Copy the steps with
+        step_id < start_step (child_workflow_id mapped through replacement_children), event_history entries
+        with step_id < start_step, events = the copied history's latest (largest step_id) value per key, and
+        stream entries with writer_step_id < start_step with their offsets. Set the source's was_forked_from.
+        Messages are not copied. Emits `queue`."""
+        ...
+
+    def delete_workflows(
+        self, workflow_ids: Sequence[str], *, delete_children: bool, only_terminal: bool = False
+    ) -> list[str]:
+        """Delete the rows (and with `delete_children` every descendant, any depth) with their steps, messages,
+        events, event history and streams, in one transaction. With `only_terminal`, a listed ID's tree is
+        deleted only if every row it would delete is terminal; otherwise nothing of that tree. Unknown IDs are
+        ignored. Returns the deleted IDs (descendants included). Emits `wf` and `cancel` per ID, `queue` per
+        queue that had an active deleted row."""
+        ...
+
+    def gc_select(
+        self,
+        application_name: str | None,
+        *,
+        cutoff_ms: int | None,
+        keep_last: int | None,
+        limit: int = 10_000,
+    ) -> list[str]:
+        """Roots of eligible trees (02 §10 rule 1), oldest first, whose trees total at most `limit` workflows
+        (a single larger tree alone). Scope: rows of the application or of none (all when None). A workflow
+        qualifies when terminal, created_at < cutoff_ms (if given) and not among the `keep_last` most recently
+        created rows of the scope (all statuses). A root (no parent, or a parent that no longer exists) is
+        eligible when it and all its descendants qualify."""
+        ...
+
+    def prune_executors(self, before_ms: int) -> int:
+        """Delete DEAD and STOPPED executor rows that own no PENDING workflow and last heartbeated before
+        `before_ms`, and queue_claims rows older than 86,400 s. Returns the executor rows deleted."""
+        ...
+
+    def export_workflows(self, workflow_ids: Sequence[str], *, include_children: bool) -> ExportBundle:
+        """One read snapshot of the listed workflows (and every descendant), in created order; unknown IDs
+        are skipped. See `ExportBundle`; messages carry their consumed flag."""
+        ...
+
+    def import_workflows(self, bundle: ExportBundle, *, creator_token: str) -> ImportResult:
+        """All or nothing: if an ID exists (`id_conflict`) or a (queue, deduplication_id) binding is held
+        (`dedup_conflict`), write nothing. PENDING rows are imported ENQUEUED on their own queue (else internal)
+        with no owner; everything else keeps its status; steps_seeded = true; seq is new; every other column,
+        including timestamps and stream offsets, is kept. Emits `queue`."""
+        ...
+
+    def try_maintenance_lease(self, name: str, holder: str, ttl_ms: int) -> bool:
+        """Compare-and-set on maintenance_leases: True (and expires_at = now + ttl) if the lease is free,
+        expired, or already held by `holder`."""
+        ...
+
     # steps ---------------------------------------------------------------------------------------------------
     def load_checkpoints(self, workflow_ids: Sequence[str]) -> dict[str, dict[int, StepRow]]: ...
     def record_step(self, fence: Fence, step: NewStep) -> Write: ...
@@ -550,7 +724,16 @@ class SystemStore(Protocol):
         database (a `@DBOS.transaction` sharing the system database). Does not commit."""
         ...
 
-    def list_steps(self, workflow_id: str) -> list[StepRow]: ...
+    def list_steps(
+        self,
+        workflow_id: str,
+        *,
+        load_output: bool = True,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[StepRow]:
+        """Checkpoints ordered by step_id; payloads None unless `load_output`; [] for an unknown workflow."""
+        ...
 
     # claims --------------------------------------------------------------------------------------------------
     def claim(self, req: ClaimRequest) -> ClaimResult:

@@ -2,7 +2,9 @@
 
 `SQLiteStore` validates text at the boundary, then delegates each op to one transaction of `SQLiteDB`:
 `sqlite_workflows` (workflows, steps), `sqlite_queues` (claims, delayed promotion, queue statistics),
-`sqlite_defs` (queue definitions and pauses), `sqlite_executors` (liveness), `sqlite_migrate` (schema), `sqlite_feed` (cross-process change detection).
+`sqlite_defs` (queue definitions and pauses), `sqlite_executors` (liveness), `sqlite_manage` (cancel, resume, fork,
+delete, GC selection, leases), `sqlite_list` (listings), `sqlite_export` (export and import), `sqlite_migrate`
+(schema), `sqlite_feed` (cross-process change detection).
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from . import base, records
+from . import manage_common as mc
 from . import queue_defs as qd
 from . import sqlite_defs as defs
 from . import sqlite_executors as ex
+from . import sqlite_export as xp
+from . import sqlite_list as ls
+from . import sqlite_manage as mg
 from . import sqlite_queues as qs
 from . import sqlite_workflows as wf
 from .sqlite_conn import SQLiteDB, check_environment, now_ms, path_from_url
@@ -115,6 +121,98 @@ class SQLiteStore:
         records.check_serializer(outcome.error)
         return self._db.write("record_outcome", lambda tx: wf.record_outcome(tx, fence, outcome))
 
+    def list_workflows(self, query: base.WorkflowQuery) -> list[base.WorkflowRow]:
+        mc.check_query(query)
+        return self._db.read("list_workflows", lambda c: ls.list_workflows(c, query))
+
+    # management ----------------------------------------------------------------------------------------------
+
+    def cancel_workflows(
+        self, workflow_ids: Sequence[str], *, cancel_children: bool, reason: base.CancelReason
+    ) -> list[str]:
+        mc.check_ids(workflow_ids)
+        if reason not in ("user", "deadline"):
+            raise mc.invalid(f"reason must be 'user' or 'deadline', got {reason!r}")
+        if not workflow_ids:
+            return []
+        ids = list(workflow_ids)
+        return self._db.write(
+            "cancel_workflows", lambda tx: mg.cancel_workflows(tx, ids, cancel_children, reason)
+        )
+
+    def cancel_expired(self, application_name: str | None, *, limit: int = 1000) -> list[str]:
+        records.check_opt_name(application_name, "application name")
+        mc.check_count(limit, "limit")
+        return self._db.write("cancel_expired", lambda tx: mg.cancel_expired(tx, application_name, limit))
+
+    def next_deadline(self, application_name: str | None) -> int | None:
+        records.check_opt_name(application_name, "application name")
+        return self._db.read("next_deadline", lambda c: mg.next_deadline(c, application_name))
+
+    def resume_workflows(self, workflow_ids: Sequence[str], *, queue_name: str | None) -> base.ResumeResult:
+        mc.check_ids(workflow_ids)
+        records.check_opt_name(queue_name, "queue name")
+        if not workflow_ids:
+            return base.ResumeResult(None, [])
+        ids = list(workflow_ids)
+        return self._db.write("resume_workflows", lambda tx: mg.resume_workflows(tx, ids, queue_name))
+
+    def fork_workflow(self, spec: base.ForkSpec) -> base.InsertResult:
+        mc.check_fork(spec)
+        check_name(spec.creator_token, "creator token")
+        mc.check_opt_count(spec.timeout_ms, "timeout_ms")
+        return self._db.write("fork_workflow", lambda tx: mg.fork_workflow(tx, spec))
+
+    def delete_workflows(
+        self, workflow_ids: Sequence[str], *, delete_children: bool, only_terminal: bool = False
+    ) -> list[str]:
+        mc.check_ids(workflow_ids)
+        if not workflow_ids:
+            return []
+        ids = list(workflow_ids)
+        return self._db.write(
+            "delete_workflows", lambda tx: mg.delete_workflows(tx, ids, delete_children, only_terminal)
+        )
+
+    def gc_select(
+        self,
+        application_name: str | None,
+        *,
+        cutoff_ms: int | None,
+        keep_last: int | None,
+        limit: int = 10_000,
+    ) -> list[str]:
+        records.check_opt_name(application_name, "application name")
+        mc.check_gc(cutoff_ms, keep_last, limit)
+        return self._db.read(
+            "gc_select",
+            lambda c: mg.gc_select(c, application_name, cutoff_ms, keep_last, limit),
+            snapshot=True,
+        )
+
+    def prune_executors(self, before_ms: int) -> int:
+        mc.check_opt_time(before_ms, "before_ms")
+        return self._db.write("prune_executors", lambda tx: mg.prune_executors(tx, before_ms))
+
+    def export_workflows(self, workflow_ids: Sequence[str], *, include_children: bool) -> base.ExportBundle:
+        mc.check_ids(workflow_ids)
+        ids = list(workflow_ids)
+        return self._db.read(
+            "export_workflows", lambda c: xp.export_workflows(c, ids, include_children), snapshot=True
+        )
+
+    def import_workflows(self, bundle: base.ExportBundle, *, creator_token: str) -> base.ImportResult:
+        mc.check_bundle(bundle)
+        mc.check_bundle_values(bundle)
+        check_name(creator_token, "creator token")
+        return self._db.write("import_workflows", lambda tx: xp.import_workflows(tx, bundle, creator_token))
+
+    def try_maintenance_lease(self, name: str, holder: str, ttl_ms: int) -> bool:
+        mc.check_lease(name, holder, ttl_ms)
+        return self._db.write(
+            "try_maintenance_lease", lambda tx: mg.try_maintenance_lease(tx, name, holder, ttl_ms)
+        )
+
     # steps ---------------------------------------------------------------------------------------------------
 
     def load_checkpoints(self, workflow_ids: Sequence[str]) -> dict[str, dict[int, base.StepRow]]:
@@ -137,9 +235,20 @@ class SQLiteStore:
         finally:
             cursor.close()
 
-    def list_steps(self, workflow_id: str) -> list[base.StepRow]:
+    def list_steps(
+        self,
+        workflow_id: str,
+        *,
+        load_output: bool = True,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[base.StepRow]:
         check_id(workflow_id)
-        return self._db.read("list_steps", lambda c: wf.list_steps(c, workflow_id))
+        mc.check_opt_count(limit, "limit")
+        mc.check_opt_count(offset, "offset")
+        return self._db.read(
+            "list_steps", lambda c: ls.list_steps(c, workflow_id, load_output, limit, offset)
+        )
 
     # claims --------------------------------------------------------------------------------------------------
 

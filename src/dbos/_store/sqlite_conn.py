@@ -33,7 +33,7 @@ MAX_PAYLOAD_LIMIT = 268_435_456
 MIN_SQLITE_VERSION = (3, 35, 0)
 _WARN_EVERY_S = 30.0
 
-_KEY_ARITY = {"wf": 1, "queue": 1, "ctl": 1, "msg": 2, "evt": 2, "stream": 2, "all": 0}
+_KEY_ARITY = {"wf": 1, "queue": 1, "ctl": 1, "cancel": 1, "msg": 2, "evt": 2, "stream": 2, "all": 0}
 
 
 def now_ms() -> int:
