@@ -98,6 +98,31 @@ def qapp_two_steps() -> str:
     return out
 
 
+@DBOS.step()
+def qapp_zombie_one() -> str:
+    ledger("z1", time.time())
+    return "one"
+
+
+@DBOS.step()
+def qapp_zombie_two(seconds: float) -> str:
+    ledger("z2", time.time())  # the zombie test SIGSTOPs the process while it sleeps here
+    time.sleep(seconds)
+    ledger("z2end", time.time())
+    return "two"
+
+
+@DBOS.step()
+def qapp_zombie_three() -> str:
+    ledger("z3", time.time())
+    return "three"
+
+
+@DBOS.workflow()
+def qapp_zombie(seconds: float) -> str:
+    return qapp_zombie_one() + qapp_zombie_two(seconds) + qapp_zombie_three() + f"@{os.getpid()}"
+
+
 @DBOS.workflow()
 def qapp_dedup() -> int:
     start = time.time()
@@ -112,6 +137,7 @@ def declare_queues() -> None:
     Queue("solo", concurrency=1)
     Queue("lanes", partition_queue=True)
     Queue("dedup")
+    Queue("zombie")
 
 
 def wait_for_barrier(path: str, timeout: float = 30.0) -> None:

@@ -81,6 +81,8 @@ class Engine:
         self.on_capacity: Callable[[], None] | None = None
         self.deadlines: DeadlineKeeper | None = None
         self.ops: Any = None  # management operations (_dbos_manage.ops_of)
+        self.confirm_lease: Callable[[], None] = lambda: None  # set by Recovery (02 §12.2 rule 6)
+        self.lease_is_stale: Callable[[], bool] = lambda: False
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     def open_store(self) -> SystemStore:

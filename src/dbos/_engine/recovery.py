@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 
 from .. import _failpoints as fp
 from .._store.base import (
@@ -80,6 +81,12 @@ class Recovery:
         self.engine = engine
         self.host = host_identity()
         self.seen_generation = -1
+        s = engine.settings
+        self._valid_s = max(0.0, s.lease_s - s.heartbeat_interval_s)
+        self._last_ok = time.monotonic()
+        self._confirm_lock = threading.Lock()
+        engine.confirm_lease = self.confirm_lease
+        engine.lease_is_stale = self.lease_is_stale
 
     # --- startup --------------------------------------------------------------------------------------------
     def register(self) -> None:
@@ -127,12 +134,31 @@ class Recovery:
 
     # --- heartbeat ------------------------------------------------------------------------------------------
     def _heartbeat_once(self) -> None:
-        e = self.engine
         fp.failpoint("heartbeat.before")
-        hb = e.db.heartbeat(e.executor_id, e.incarnation)
-        if not hb.alive:
-            self._became_zombie(hb.newer_incarnation_alive)
+        self._confirm()
         self.scan()
+
+    def _confirm(self) -> None:
+        e = self.engine
+        hb = e.db.heartbeat(e.executor_id, e.incarnation)
+        if hb.alive:
+            self._last_ok = time.monotonic()
+        else:
+            self._became_zombie(hb.newer_incarnation_alive)
+
+    def lease_is_stale(self) -> bool:
+        return time.monotonic() - self._last_ok >= self._valid_s
+
+    def confirm_lease(self) -> None:
+        """Before a step body starts (02 §12.2 rule 6): if the last good heartbeat is too old for peers to still
+        trust this incarnation's lease (a pause, a stall), confirm in the database first. A taken-over zombie
+        fences every execution here, so the caller's boundary check stops it before the body runs."""
+        if not self.lease_is_stale():
+            return
+        with self._confirm_lock:
+            if time.monotonic() - self._last_ok < self._valid_s:
+                return
+            self._confirm()
 
     def _became_zombie(self, superseded: bool) -> None:
         e = self.engine
@@ -150,6 +176,7 @@ class Recovery:
             e.stopping.set()
             return
         self.register()
+        self._last_ok = time.monotonic()
 
     def _heartbeat_loop(self) -> None:
         e = self.engine

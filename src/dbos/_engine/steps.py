@@ -123,6 +123,8 @@ def run_step(engine: Engine, info: FuncInfo, func: Callable[..., Any], args: Any
         return replay_step(engine, call.recorded)
     role = check_roles(engine.registry, info, call.ctx)
     cfg = info.step or StepConfig()
+    engine.confirm_lease()
+    call.ex.check_boundary()
     started = engine.db.now_ms()
     errors: list[Exception] = []
     for attempt in range(cfg.max_attempts if cfg.retries_allowed else 1):
@@ -205,6 +207,9 @@ async def run_step_async(
     if call.recorded is not None:
         return replay_step(engine, call.recorded)
     role = check_roles(engine.registry, info, call.ctx)
+    if engine.lease_is_stale():
+        await engine.io(engine.confirm_lease)
+    call.ex.check_boundary()
     started = engine.db.now_ms()
     errors: list[Exception] = []
     for attempt in range(cfg.max_attempts if cfg.retries_allowed else 1):
