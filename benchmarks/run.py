@@ -48,7 +48,13 @@ SCENARIO_FIGURES = {
     "enqueue_cross": ["enqueue_to_start_cross_process_ms"],
     "queue_throughput": ["queue_throughput_wf_per_s"],
     "enqueue_rate": ["enqueue_rate_per_s"],
+    "cancel_to_wake": ["cancel_to_wake_ms"],
+    "deadline_to_wake": ["deadline_to_wake_ms"],
+    "list_100_of_100k": ["list_100_of_100k_ms"],
 }
+# dbosx-only scenarios: the reference has nothing comparable (it does not wake a sleeping workflow on cancel or
+# timeout), so --compare does not run it for these.
+DBOSX_ONLY = ("cancel_to_wake", "deadline_to_wake", "list_100_of_100k")
 QUEUE_SCENARIOS = ("enqueue_to_start", "enqueue_cross", "queue_throughput", "enqueue_rate")
 # Queue scenarios whose result depends on the polling interval: the reference runs once per --ref-polls entry.
 POLL_SCENARIOS = ("enqueue_to_start", "enqueue_cross", "queue_throughput")
@@ -56,6 +62,7 @@ REF_DEFAULT_POLL_S = 1.0  # the reference's default polling_interval_sec
 GROUPS = {
     "core": ["commit", "sequential", "start_get_result", "recovery", "rss"],
     "queues": list(QUEUE_SCENARIOS),
+    "control": list(DBOSX_ONLY),
 }
 FIGURE_SCENARIO = {f: s for s, fs in SCENARIO_FIGURES.items() for f in fs}
 UNITS = {
@@ -69,6 +76,9 @@ UNITS = {
     "enqueue_to_start_cross_process_ms": "ms",
     "queue_throughput_wf_per_s": "wf/s",
     "enqueue_rate_per_s": "enqueues/s",
+    "cancel_to_wake_ms": "ms",
+    "deadline_to_wake_ms": "ms",
+    "list_100_of_100k_ms": "ms",
 }
 HIGHER_IS_BETTER = ("queue_throughput_wf_per_s", "enqueue_rate_per_s")
 
@@ -88,6 +98,10 @@ def target_of(figure: str, backend: str, commit_us: float | None, n: int) -> tup
         return "median < 5 ms", 5.0
     if figure == "enqueue_to_start_cross_process_ms" and backend == "postgres":
         return "median < 25 ms", 25.0
+    if figure in ("cancel_to_wake_ms", "deadline_to_wake_ms"):
+        return "median < 50 ms", 50.0
+    if figure == "list_100_of_100k_ms":
+        return "< 20 ms", 20.0
     return None
 
 
@@ -126,6 +140,9 @@ class Runner:
             "enqueue_cross": (a.n_cross, 5),
             "queue_throughput": (a.n_throughput, 0),
             "enqueue_rate": (a.n_enqueue_rate, 30),
+            "cancel_to_wake": (a.n_control, 3),
+            "deadline_to_wake": (a.n_control, 3),
+            "list_100_of_100k": (a.n_control, 2),
         }[scenario]
 
     # --- databases ------------------------------------------------------------------------------------------
@@ -272,6 +289,8 @@ class Runner:
                 continue
             runs: list[tuple[str, str, float | None, str | None]] = []
             for impl, python in impls:
+                if impl == "reference" and scenario in DBOSX_ONLY:
+                    continue
                 if impl == "reference" and scenario in POLL_SCENARIOS:
                     runs += [(impl, python, p, variant_name(p)) for p in self.args.ref_polls]
                 else:
@@ -412,6 +431,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n-cross", type=int, default=100, help="cross-process enqueue-to-start samples (100)")
     p.add_argument("--n-throughput", type=int, default=2000, help="workflows drained by the queue (2000)")
     p.add_argument("--n-enqueue-rate", type=int, default=2000, help="sequential enqueues timed (2000)")
+    p.add_argument("--n-control", type=int, default=30, help="cancel/deadline wake and list samples (30)")
     p.add_argument(
         "--queue-budget-s",
         type=float,
@@ -439,7 +459,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--only",
-        help="comma-separated scenarios, figures or groups (core, queues) to run; overrides --figures. "
+        help="comma-separated scenarios, figures or groups (core, queues, control) to run; overrides --figures. "
         f"Scenarios: {', '.join(SCENARIO_FIGURES)}",
     )
     p.add_argument("--warmup", type=int, default=30, help="untimed warm-up iterations (30)")
@@ -452,6 +472,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         a.n_commit, a.n_seq, a.n_start, a.n_recovery, a.n_rss, a.warmup = 100, 50, 50, 100, 100, 5
         a.n_enqueue_lat, a.n_cross, a.n_throughput, a.n_enqueue_rate = 50, 30, 300, 300
         a.queue_budget_s = min(a.queue_budget_s, 15)
+        a.n_control = 10
     polls: list[float | None] = []
     for x in a.ref_polls.split(","):
         x = x.strip()

@@ -21,6 +21,7 @@ the killed process and the restarted one to agree on it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -34,6 +35,8 @@ import tempfile
 import threading
 import time
 from typing import Any
+
+from control_scenarios import CONTROL_SCENARIOS
 
 from dbos import DBOS, SetWorkflowID
 
@@ -825,6 +828,7 @@ SCENARIOS = {
     "recovery_child": scenario_recovery_child,
     "recovery_restart": scenario_recovery_restart,
 }
+SCENARIOS.update({name: functools.partial(fn, _launch) for name, fn in CONTROL_SCENARIOS.items()})
 QUEUE_SCENARIOS = {
     "enqueue_to_start": scenario_enqueue_to_start,
     "enqueue_cross": scenario_enqueue_cross,

@@ -78,6 +78,9 @@ class Settings:
     poll_ceiling_s: float
     heartbeat_interval_s: float
     lease_s: float
+    retention_max_age_s: float | None
+    retention_keep_last: int | None
+    retention_interval_s: float
     raw: dict[str, Any]
 
 
@@ -255,7 +258,15 @@ def build_settings(config: Any) -> Settings:
             else _identifier({}, "application_version", "DBOS__APPVERSION")
         )
     explicit_id = _identifier(config, "executor_id", "DBOS__VMID")
-    _float_in(config, "retention_interval_sec", 3600.0, 0.0)
+    retention_interval = _float_in(config, "retention_interval_sec", 3600.0, 1.0)
+    max_age = (
+        None
+        if config.get("retention_max_age_sec") is None
+        else _float_in(config, "retention_max_age_sec", 0, 1.0)
+    )
+    keep_last = (
+        None if config.get("retention_keep_last") is None else _int_in(config, "retention_keep_last", 0, 0)
+    )
     _int_in(config, "admin_port", 3001, 0, 65535)
     _bool(config, "run_admin_server", False)
     return Settings(
@@ -281,5 +292,8 @@ def build_settings(config: Any) -> Settings:
         poll_ceiling_s=_float_in(config, "notification_listener_polling_interval_sec", 0.1, 0.001, 10.0),
         heartbeat_interval_s=heartbeat,
         lease_s=lease,
+        retention_max_age_s=max_age,
+        retention_keep_last=keep_last,
+        retention_interval_s=retention_interval,
         raw=dict(config),
     )

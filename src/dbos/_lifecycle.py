@@ -12,6 +12,7 @@ from ._config import Settings
 from ._engine.deadlines import DeadlineKeeper
 from ._engine.engine import Engine
 from ._engine.recovery import Recovery
+from ._engine.retention import Retention
 from ._queues.dispatcher import Dispatcher
 from ._registry import Registry
 from ._store import reset_system_store
@@ -83,6 +84,7 @@ def launch(settings: Settings, registry: Registry, listen: list[str] | None = No
     recovery.scan()
     recovery.start()
     engine.deadlines.start()
+    Retention(engine).start()
     engine.dispatcher.start()
     engine.recovery = recovery
     return engine

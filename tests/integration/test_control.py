@@ -273,8 +273,11 @@ def test_delete_running_workflow_stops_it(dbos: Any) -> None:
         handle.get_result()
 
 
+dedup_queue = Queue("ctl-dedup")
+
+
 def test_delete_frees_dedup_id(dbos: Any) -> None:
-    q = Queue("ctl-dedup")
+    q = dedup_queue
     with SetEnqueueOptions(deduplication_id="dd-del"):
         first = q.enqueue(ctl_step, 1)
     first.get_result()
@@ -466,3 +469,38 @@ def test_export_import_roundtrip(dbos: Any, db_url: str, tmp_path: Any) -> None:
     assert DBOS.import_workflow(data) == ["exp-1"]
     assert DBOS.retrieve_workflow("exp-1").get_result() == 100
     assert len(DBOS.list_workflow_steps("exp-1")) == len(data["workflows"][0]["steps"])
+
+
+def test_retention_removes_old_workflows(dbos_config: dict[str, Any]) -> None:
+    DBOS.destroy()
+    DBOS(config={**dbos_config, "retention_max_age_sec": 1, "retention_interval_sec": 1})  # type: ignore[typeddict-unknown-key]
+    DBOS.launch()
+    try:
+        with SetWorkflowID("old-one"):
+            ctl_sleeper(0)
+        gate.clear()
+        running = DBOS.start_workflow(four_steps)
+        wait_for(lambda: DBOS.get_workflow_status("old-one") is None, 4)
+        assert running.get_status().status == "PENDING"  # a running workflow is never collected
+        gate.set()
+        assert running.get_result() == 100
+    finally:
+        DBOS.destroy()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"retention_max_age_sec": 0.5},
+        {"retention_keep_last": -1},
+        {"retention_interval_sec": 0},
+        {"retention_keep_last": "3"},
+    ],
+)
+def test_bad_retention_config(dbos_config: dict[str, Any], bad: dict[str, Any]) -> None:
+    from dbos.error import DBOSInitializationError
+
+    DBOS.destroy()
+    with pytest.raises(DBOSInitializationError):
+        DBOS(config={**dbos_config, **bad})  # type: ignore[typeddict-item]
+    DBOS.destroy()

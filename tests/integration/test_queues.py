@@ -499,12 +499,17 @@ def test_list_queued_workflows(fresh_queues: Any) -> None:
     wait_for(lambda: b.get_status().status == "PENDING")
     later = [q.enqueue(wf, i) for i in range(3)]
     rows = DBOS.list_queued_workflows(queue_name="listed")
-    assert [r.workflow_id for r in rows] == [b.workflow_id] + [h.workflow_id for h in later]
+    # ordered by (created_at, workflow_id) (02 §7.1 rule 6): rows created in the same millisecond tie on the ID
+    assert rows[0].workflow_id == b.workflow_id
+    assert {r.workflow_id for r in rows[1:]} == {h.workflow_id for h in later}
     assert [r.status for r in rows] == ["PENDING", "ENQUEUED", "ENQUEUED", "ENQUEUED"]
     assert len(DBOS.list_queued_workflows(status="ENQUEUED", limit=2)) == 2
+    # an explicit status replaces the default (02 §7.1)
+    assert DBOS.list_queued_workflows(status="SUCCESS") == []
     with pytest.raises(DBOSValidationError):
-        DBOS.list_queued_workflows(status="SUCCESS")
+        DBOS.list_queued_workflows(status="DONE")
     gate.set()
     for h in later:
         h.get_result()
     assert DBOS.list_queued_workflows(queue_name="listed") == []
+    assert len(DBOS.list_queued_workflows(queue_name="listed", status="SUCCESS")) == 4

@@ -242,8 +242,15 @@ def test_called_child_inherits_deadline(dbos: Any) -> None:
     assert "inherited from workflow inherit-parent" in str(info.value)
 
 
-blocked_queue = Queue("timeouts-blocked", concurrency=1)
 gate = threading.Event()
+
+
+@pytest.fixture
+def blocked_queue(dbos: Any) -> Any:
+    """Declared per test: other modules' fixtures clear the process-wide queue registry."""
+    from dbos._queues.queue import QUEUES
+
+    return QUEUES.get("timeouts-blocked") or Queue("timeouts-blocked", concurrency=1)
 
 
 @DBOS.workflow()
@@ -259,11 +266,11 @@ def quick_child() -> str:
 
 @DBOS.workflow()
 def parent_enqueues_child() -> str:
-    handle = blocked_queue.enqueue(quick_child)
+    handle = DBOS.enqueue_workflow("timeouts-blocked", quick_child)
     return str(handle.get_result())
 
 
-def test_enqueued_child_cancelled_at_parent_deadline(dbos: Any) -> None:
+def test_enqueued_child_cancelled_at_parent_deadline(blocked_queue: Any) -> None:
     gate.clear()
     try:
         block = blocked_queue.enqueue(blocker)
@@ -301,7 +308,7 @@ def test_timeout_none_inside_parent_frees_child(dbos: Any) -> None:
     assert st is not None and st.status == "SUCCESS" and st.workflow_deadline_epoch_ms is None
 
 
-def test_queued_timeout_starts_at_dequeue(dbos: Any) -> None:
+def test_queued_timeout_starts_at_dequeue(blocked_queue: Any) -> None:
     gate.clear()
     try:
         block = blocked_queue.enqueue(blocker)
@@ -321,7 +328,7 @@ def test_queued_timeout_starts_at_dequeue(dbos: Any) -> None:
 # --- cancellation and resume ----------------------------------------------------------------------------------
 
 
-def test_resumed_timeout_gets_fresh_deadline(dbos: Any) -> None:
+def test_resumed_timeout_gets_fresh_deadline(blocked_queue: Any) -> None:
     with SetWorkflowTimeout(0.5):
         handle = blocked_queue.enqueue(sleepy_child, 0.8)
     with pytest.raises(DBOSWorkflowTimeoutError):

@@ -110,12 +110,21 @@ class Engine:
         workflows (02 §3 rule 4). A `Change("all")` (lost notifications) re-checks every live execution."""
         self.wake.on_change(change)
         if change.kind == "cancel" and change.key:
-            self.stop_local(str(change.key[0]))
-        elif change.kind == "all" and self.active and not self.stopping.is_set():
-            try:
-                self.io_pool.submit(self._recheck_active)
-            except RuntimeError:  # pool shut down
-                pass
+            wid = str(change.key[0])
+            if self.is_running_here(wid):
+                self._submit_recheck([wid])
+        elif change.kind == "all" and self.active:
+            self._submit_recheck(None)
+
+    def _submit_recheck(self, ids: list[str] | None) -> None:
+        # Confirm in the database before stopping anything: a late notification must not stop a re-run of the
+        # workflow that a resume started here since.
+        if self.stopping.is_set():
+            return
+        try:
+            self.io_pool.submit(self._recheck_active, ids)
+        except RuntimeError:  # pool shut down
+            pass
 
     def stop_local(self, workflow_id: str) -> None:
         with self._active_lock:
@@ -123,8 +132,8 @@ class Engine:
         for ex in group:
             ex.cancel()
 
-    def _recheck_active(self) -> None:
-        ids = list(self.active)
+    def _recheck_active(self, ids: list[str] | None = None) -> None:
+        ids = list(self.active) if ids is None else ids
         if not ids or self.store is None:
             return
         states = self.store.get_states(ids)

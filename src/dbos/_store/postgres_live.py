@@ -27,7 +27,7 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 
 LISTENER_RECONNECT_CAP_S = 2.0
 _SELECT_TIMEOUT_S = 5.0
-_KINDS = frozenset({"wf", "msg", "evt", "stream", "queue", "ctl", "all"})
+_KINDS = frozenset({"wf", "msg", "evt", "stream", "queue", "ctl", "cancel", "all"})
 
 
 def parse_payload(payload: str) -> base.Change:
@@ -201,7 +201,11 @@ class LivenessConnection:
     # notifications ---------------------------------------------------------------------------------------------
 
     def _on_notify(self, n: psycopg.Notify) -> None:
-        self._feed.publish(parse_payload(n.payload))
+        # Notifications that arrive while the liveness connection runs a statement. Our own pool connections'
+        # echoes were already published in-process after commit; a late echo of our own `cancel` would stop a
+        # re-run of that workflow started here since (e.g. right after a resume).
+        if n.pid not in self._own_pids:
+            self._feed.publish(parse_payload(n.payload))
 
     def _listen_loop(self) -> None:
         attempt = 0

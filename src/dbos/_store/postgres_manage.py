@@ -196,7 +196,27 @@ def gc_select(
     keep_last: int | None,
     limit: int,
 ) -> list[str]:
-    """Candidate roots page by page, oldest first, until the eligible trees found reach `limit` members."""
+    """Candidate roots page by page, oldest first, until the eligible trees found reach `limit` members; all
+    pages read one REPEATABLE READ snapshot."""
+    try:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conn.execute(LONG_TIMEOUT)
+        roots = _gc_pages(conn, st, application_name, cutoff_ms, keep_last, limit)
+        conn.execute("COMMIT")
+        return roots
+    except BaseException:
+        abort(conn)
+        raise
+
+
+def _gc_pages(
+    conn: Conn,
+    st: ManageStatements,
+    application_name: str | None,
+    cutoff_ms: int | None,
+    keep_last: int | None,
+    limit: int,
+) -> list[str]:
     scoped = application_name is not None
     params: dict[str, Any] = {"app": application_name, "cutoff": cutoff_ms}
     if keep_last:

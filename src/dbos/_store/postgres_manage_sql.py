@@ -148,7 +148,8 @@ def _next_deadline_sql(*, scoped: bool) -> str:
 def _resume_sql(n: _Notify) -> str:
     """All listed rows are locked first; if one is missing nothing is updated. Resumable rows move to the
     target queue with their run state cleared; PENDING rows of a dead, stopped or unknown owner are re-enqueued
-    on their own queue as in a takeover (their deadline and dequeue time stay)."""
+    on their own queue as in a takeover (their deadline and dequeue time stay). Both get steps_seeded: with
+    recovery_attempts back at 0, the next claim must still load their checkpoints."""
     pending = "w.status = 'PENDING'"
     return (
         f"WITH {_T}, "
@@ -158,7 +159,7 @@ def _resume_sql(n: _Notify) -> str:
         "WHERE NOT EXISTS (SELECT 1 FROM lk WHERE lk.workflow_id = i.id) ORDER BY i.ord LIMIT 1), "
         "u AS (UPDATE {s}.workflows w SET status = 'ENQUEUED', "
         f"queue_name = CASE WHEN {pending} THEN COALESCE(w.queue_name, %(internal)s::text) "
-        "ELSE %(queue)s::text END, recovery_attempts = 0, "
+        "ELSE %(queue)s::text END, recovery_attempts = 0, steps_seeded = true, "
         f"deadline_ms = CASE WHEN {pending} THEN w.deadline_ms END, "
         f"delay_until = CASE WHEN {pending} THEN w.delay_until END, "
         f"dequeued_at = CASE WHEN {pending} THEN w.dequeued_at END, "
