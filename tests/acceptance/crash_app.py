@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy
 
-from dbos import DBOS, SetWorkflowID
+from dbos import DBOS, SetWorkflowID, SetWorkflowTimeout
 from dbos import _failpoints as fp
 
 APP_NAME = "crash-app"
@@ -138,6 +138,7 @@ WORKFLOWS: dict[str, Any] = {
     "two_steps": (two_steps, (4,)),  # (4 + 1) * 10 = 50
     "txn": (txn_wf, (21,)),  # 21 * 2 + 1 = 43
     "sleep": (sleep_wf, (2.0,)),  # "ba-slept"
+    "long_sleep": (sleep_wf, (60.0,)),  # run with --timeout: cancelled at its deadline
 }
 
 
@@ -176,11 +177,12 @@ def main() -> None:
     p.add_argument("--wid", default="crash-wf")
     p.add_argument("--barrier")
     p.add_argument("--hold-in-txn", action="store_true")
+    p.add_argument("--timeout", type=float, help="start the workflow under SetWorkflowTimeout(seconds)")
     a = p.parse_args()
     LEDGER = a.ledger
     HOLD_IN_TXN = a.hold_in_txn
 
-    if a.scenario == "sleep" and a.mode == "run":
+    if a.scenario in ("sleep", "long_sleep") and a.mode == "run":
         # Tell the test the moment the wake-up time is durably recorded, so it can kill ~1 s into the sleep.
         fp.arm("sleep.after_record", lambda: marker(f"SLEEP_RECORDED {time.time():.3f}"))
 
@@ -200,7 +202,7 @@ def main() -> None:
             run_race(a.barrier)
         elif a.mode == "run":
             func, args = WORKFLOWS[a.scenario]
-            with SetWorkflowID(a.wid):
+            with SetWorkflowID(a.wid), SetWorkflowTimeout(a.timeout):
                 result = func(*args)
             marker("RESULT " + json.dumps(result))
         else:

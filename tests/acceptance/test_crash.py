@@ -334,6 +334,46 @@ def test_killed_during_sleep_resumes_remaining_time(db_url: str, tmp_path: Path,
     assert row.completed_at - wake_ms < 1500
 
 
+# --- a deadline outlives the process that started the workflow (02 §2 rule 6) -----------------------------------
+
+
+def test_timeout_enforced_after_starter_is_killed(db_url: str, tmp_path: Path, apps: list[App]) -> None:
+    import crash_app
+
+    from dbos import DBOS
+    from dbos.error import DBOSWorkflowTimeoutError
+
+    t0 = time.monotonic()
+    first = spawn(apps, tmp_path, db_url, "long_sleep", "--wid", WID, "--timeout", "2")
+    first.wait_for("SLEEP_RECORDED")
+    time.sleep(0.5)
+    first.kill()
+    started = time.monotonic() - t0
+    DBOS.destroy()
+    DBOS(config={"name": crash_app.APP_NAME, "system_database_url": db_url, "executor_heartbeat_interval_sec": 0.5,
+                 "executor_lease_sec": 3.0})  # fmt: skip
+    DBOS.launch()
+    try:
+        deadline = time.monotonic() + 10
+        while (st := DBOS.get_workflow_status(WID)) is None or st.status != "CANCELLED":
+            assert time.monotonic() < deadline, f"still {st.status if st else None}"
+            time.sleep(0.02)
+        cancelled_after = time.monotonic() - t0
+        assert isinstance(st.error, DBOSWorkflowTimeoutError)
+        assert st.workflow_timeout_ms == 2000
+        # about 1 s after the deadline at the latest (the deadline was fixed when the workflow was started)
+        assert cancelled_after < started + 3.0, f"cancelled {cancelled_after:.2f}s after spawn"
+        try:
+            DBOS.retrieve_workflow(WID).get_result()
+            raise AssertionError("the timed-out workflow returned")
+        except DBOSWorkflowTimeoutError:
+            pass
+        time.sleep(0.3)
+        assert ledger_counts(first.ledger) == Counter({"before_sleep": 1})  # the sleep never completed
+    finally:
+        DBOS.destroy()
+
+
 # --- 5: two processes, one workflow ID ---------------------------------------------------------------------------
 
 

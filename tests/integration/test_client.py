@@ -196,3 +196,45 @@ def test_client_in_another_process(dbos: Any, db_url: str) -> None:
     assert result == "remotex2"
     st = DBOS.get_workflow_status(wid)
     assert st is not None and st.status == "SUCCESS"
+
+
+woke_at: dict[str, float] = {}
+
+
+@DBOS.workflow()
+def client_parked() -> None:
+    try:
+        DBOS.sleep(60)
+    finally:
+        woke_at[DBOS.workflow_id or ""] = time.monotonic()
+
+
+_CANCEL_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from dbos import DBOSClient
+    with DBOSClient(system_database_url=sys.argv[1]) as client:
+        t = time.monotonic()
+        client.cancel_workflow(sys.argv[2])
+        print("CANCELLED", time.monotonic() - t)
+    """
+)
+
+
+def test_cancel_from_another_process_wakes_sleep(dbos: Any, db_url: str) -> None:
+    handle = DBOS.start_workflow(client_parked)
+    wait_for(lambda: len(DBOS.list_workflow_steps(handle.workflow_id)) == 1, 5)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CANCEL_SCRIPT, db_url, handle.workflow_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    out, err = proc.communicate(timeout=60)
+    t_done = time.monotonic()
+    assert proc.returncode == 0, err
+    wait_for(lambda: handle.workflow_id in woke_at, 1.0)  # PG: NOTIFY; SQLite: the change detector's ceiling
+    assert woke_at[handle.workflow_id] - t_done < 0.3
+    assert handle.get_status().status == "CANCELLED"

@@ -504,3 +504,65 @@ def test_bad_retention_config(dbos_config: dict[str, Any], bad: dict[str, Any]) 
     with pytest.raises(DBOSInitializationError):
         DBOS(config={**dbos_config, **bad})  # type: ignore[typeddict-item]
     DBOS.destroy()
+
+
+@pytest.fixture
+def second_db_url(backend: str, tmp_path: Any) -> Any:
+    from conftest import create_pg_database, drop_pg_database, pg_url_for
+
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'second.sqlite'}"
+        return
+    name = create_pg_database()
+    try:
+        yield pg_url_for(name)
+    finally:
+        drop_pg_database(name)
+
+
+def test_pending_export_completes_in_another_database(
+    dbos: Any, dbos_config: dict[str, Any], second_db_url: str
+) -> None:
+    gate.clear()
+    with SetWorkflowID("exp-pending"):
+        DBOS.start_workflow(four_steps)
+    wait_for(lambda: counts.get("step3") == 1, 5)
+    data = DBOS.export_workflow("exp-pending")
+    assert data["workflows"][0]["status"]["status"] == "PENDING"
+    DBOS.destroy()  # the blocked execution in the first database is fenced off
+    DBOS(config={**dbos_config, "system_database_url": second_db_url})  # type: ignore[typeddict-item]
+    DBOS.launch()
+    counts.clear()
+    assert DBOS.import_workflow(data) == ["exp-pending"]
+    gate.set()
+    assert DBOS.retrieve_workflow("exp-pending").get_result() == 100
+    assert counts == {"step3": 1, "step4": 1}  # steps 1 and 2 replayed from the imported checkpoints
+    with pytest.raises(DBOSConflictingWorkflowError):
+        DBOS.import_workflow(data)
+
+
+@DBOS.workflow()
+def ctl_noop() -> None:
+    pass
+
+
+def test_cursor_paging_over_1050_rows_with_inserts_and_deletes(dbos: Any) -> None:
+    for i in range(1050):
+        with SetWorkflowID(f"pg-{i:04d}"):
+            ctl_noop()
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = DBOS.list_workflows(workflow_id_prefix="pg-", limit=100, cursor=cursor, load_input=False)
+        seen += [s.workflow_id for s in page]
+        pages += 1
+        if pages == 2:
+            with SetWorkflowID("pg-9999"):  # created later: appears on a later page
+                ctl_noop()
+            DBOS.delete_workflow(seen[0])  # already returned: later pages do not shift
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == [f"pg-{i:04d}" for i in range(1050)] + ["pg-9999"]
+    assert pages == 11

@@ -139,7 +139,24 @@ def test_generator_workflow_rejected() -> None:
             yield 1
 
 
-def test_repeated_relaunch_returns_to_baseline(db_url: str) -> None:
+@pytest.fixture
+def saved_registry() -> Any:
+    """destroy(destroy_registry=True) empties the process-wide registry: give later modules theirs back."""
+    from dbos._registry import REGISTRY
+
+    saved = [
+        dict(d) for d in (REGISTRY.functions, REGISTRY.classes, REGISTRY.class_roles, REGISTRY.instances)
+    ]
+    yield
+    for target, copy in zip(
+        (REGISTRY.functions, REGISTRY.classes, REGISTRY.class_roles, REGISTRY.instances), saved, strict=True
+    ):
+        target.clear()
+        target.update(copy)
+    REGISTRY.generation += 1
+
+
+def test_repeated_relaunch_returns_to_baseline(db_url: str, saved_registry: Any) -> None:
     baseline = threading.active_count()
     for i in range(20):
 
