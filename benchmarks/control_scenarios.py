@@ -130,11 +130,11 @@ INSERT INTO dbos.workflows (workflow_id, status, name, inputs, inputs_serializer
     outcome_serializer, application_name, application_version, authenticated_user, queue_name,
     creator_token, created_at, updated_at, completed_at, executor_id)
 SELECT 'bulk-' || lpad(i::text, 7, '0'),
-    CASE WHEN i % 10 = 0 THEN 'ERROR' WHEN i % 10 = 1 THEN 'CANCELLED' ELSE 'SUCCESS' END,
-    CASE WHEN i % 3 = 0 THEN 'process_payment' ELSE w.name END, w.inputs, w.inputs_serializer,
-    CASE WHEN i % 10 IN (0, 1) THEN NULL ELSE w.output END, CASE WHEN i % 10 = 0 THEN w.output END,
-    w.outcome_serializer, w.application_name, w.application_version, 'user-' || (i % 50),
-    CASE WHEN i % 4 = 0 THEN 'tasks' END, w.creator_token, w.created_at + i, w.created_at + i,
+    CASE WHEN i %% 10 = 0 THEN 'ERROR' WHEN i %% 10 = 1 THEN 'CANCELLED' ELSE 'SUCCESS' END,
+    CASE WHEN i %% 3 = 0 THEN 'process_payment' ELSE w.name END, w.inputs, w.inputs_serializer,
+    CASE WHEN i %% 10 IN (0, 1) THEN NULL ELSE w.output END, CASE WHEN i %% 10 = 0 THEN w.output END,
+    w.outcome_serializer, w.application_name, w.application_version, 'user-' || (i %% 50),
+    CASE WHEN i %% 4 = 0 THEN 'tasks' END, w.creator_token, w.created_at + i, w.created_at + i,
     w.created_at + i + 5, w.executor_id
 FROM generate_series(1, %(count)s) AS i, dbos.workflows w WHERE w.workflow_id = %(seed)s
 """
