@@ -366,6 +366,44 @@ class DeadCandidate:
     certain: bool
 
 
+def topic_digest(topic: str | None) -> str:
+    """The stored digest of a message topic: "-" for the default topic, so None and "" never collide."""
+    return "-" if topic is None else digest(topic)
+
+
+def message_id_for_key(destination_id: str, idempotency_key: str) -> str:
+    return "k:" + digest(destination_id, idempotency_key)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    message_id: (
+        str  # "k:" + digest(destination, key) for keyed sends, else "u:" + uuid4().hex (07 §3.2 rule 4)
+    )
+    destination_id: str
+    topic: str | None  # None = the default topic
+    payload: Payload
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    missing: str | None  # the first destination that does not exist; then nothing was written
+    write: Write  # of the checkpoint (APPLIED when there is none)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumeResult:
+    write: Write
+    step: StepRow | None  # the recorded recv step (output = the message); None: no message, nothing written
+
+
+@dataclass(frozen=True, slots=True)
+class EventRead:
+    value: Payload | None
+    is_set: bool
+    writer: WorkflowState  # the event's workflow, read in the same snapshot (exists=False if there is none)
+
+
 CancelReason = Literal["user", "deadline"]
 
 
@@ -733,6 +771,44 @@ class SystemStore(Protocol):
         offset: int | None = None,
     ) -> list[StepRow]:
         """Checkpoints ordered by step_id; payloads None unless `load_output`; [] for an unknown workflow."""
+        ...
+
+    # messages and events (04) ---------------------------------------------------------------------------------
+    def send_messages(
+        self, msgs: Sequence[NewMessage], *, send_to_forks: bool, checkpoint: tuple[Fence, NewStep] | None
+    ) -> SendResult:
+        """In one transaction. With `checkpoint`: FENCED if the fence fails; if the step is already recorded,
+        APPLIED (same write token) or CONFLICT (another), and nothing else is written. If any destination is
+        missing: `missing` names the first, nothing is written (not even the checkpoint). Else insert every
+        message (seq assigned in list order; a message_id that exists already is a silent no-op), with
+        `send_to_forks` also a copy to every workflow forked from the destination directly or transitively
+        (message_id "f:" + digest(fork_id, original message_id)), then the checkpoint. Emits `msg`
+        (destination_id, topic_digest) per destination and topic written."""
+        ...
+
+    def consume_message(self, fence: Fence, step: NewStep, topic: str | None) -> ConsumeResult:
+        """In one transaction, fenced: if `step` (the recv step, output None) is already recorded, return it and
+        consume nothing (APPLIED for my write token, CONFLICT for another). Else mark the oldest (by seq)
+        unconsumed message of (fence.workflow_id, topic) consumed (consumed_at = now) and record `step` with the
+        message's payload and serializer as its output; return that step row. No message: write nothing, return
+        APPLIED with step None."""
+        ...
+
+    def set_event(
+        self, fence: Fence, key: str, value: Payload, *, history_step_id: int, checkpoint: NewStep | None
+    ) -> Write:
+        """In one transaction, fenced: with `checkpoint` already recorded, APPLIED/CONFLICT and nothing written.
+        Else upsert events (workflow, key_digest = digest(key)) with the value, upsert event_history
+        (workflow, history_step_id, key_digest) (a re-executed step overwrites its entry), and record the
+        checkpoint. Emits `evt` (workflow_id, key_digest)."""
+        ...
+
+    def get_event(self, workflow_id: str, key: str) -> EventRead:
+        """The current value of (workflow, key) and the workflow's state, from one snapshot."""
+        ...
+
+    def get_all_events(self, workflow_id: str) -> dict[str, Payload]:
+        """Every key's current value ({} for an unknown workflow)."""
         ...
 
     # claims --------------------------------------------------------------------------------------------------
