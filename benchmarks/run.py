@@ -51,6 +51,9 @@ SCENARIO_FIGURES = {
     "cancel_to_wake": ["cancel_to_wake_ms"],
     "deadline_to_wake": ["deadline_to_wake_ms"],
     "list_100_of_100k": ["list_100_of_100k_ms"],
+    "send_recv_round_trip": ["send_recv_round_trip_ms"],
+    "event_round_trip": ["event_round_trip_ms"],
+    "send_recv_cross_process": ["send_recv_cross_process_ms"],
 }
 # dbosx-only scenarios: the reference has nothing comparable (it does not wake a sleeping workflow on cancel or
 # timeout), so --compare does not run it for these.
@@ -63,6 +66,7 @@ GROUPS = {
     "core": ["commit", "sequential", "start_get_result", "recovery", "rss"],
     "queues": list(QUEUE_SCENARIOS),
     "control": list(DBOSX_ONLY),
+    "messaging": ["send_recv_round_trip", "event_round_trip", "send_recv_cross_process"],
 }
 FIGURE_SCENARIO = {f: s for s, fs in SCENARIO_FIGURES.items() for f in fs}
 UNITS = {
@@ -79,6 +83,9 @@ UNITS = {
     "cancel_to_wake_ms": "ms",
     "deadline_to_wake_ms": "ms",
     "list_100_of_100k_ms": "ms",
+    "send_recv_round_trip_ms": "ms",
+    "event_round_trip_ms": "ms",
+    "send_recv_cross_process_ms": "ms",
 }
 HIGHER_IS_BETTER = ("queue_throughput_wf_per_s", "enqueue_rate_per_s")
 
@@ -102,6 +109,10 @@ def target_of(figure: str, backend: str, commit_us: float | None, n: int) -> tup
         return "median < 50 ms", 50.0
     if figure == "list_100_of_100k_ms":
         return "< 20 ms", 20.0
+    if figure in ("send_recv_round_trip_ms", "event_round_trip_ms"):
+        return "median < 5 ms", 5.0
+    if figure == "send_recv_cross_process_ms" and backend == "postgres":
+        return "median < 10 ms", 10.0
     return None
 
 
@@ -143,6 +154,9 @@ class Runner:
             "cancel_to_wake": (a.n_control, 3),
             "deadline_to_wake": (a.n_control, 3),
             "list_100_of_100k": (a.n_control, 2),
+            "send_recv_round_trip": (a.n_messages, 5),
+            "event_round_trip": (a.n_messages, 5),
+            "send_recv_cross_process": (a.n_messages, 5),
         }[scenario]
 
     # --- databases ------------------------------------------------------------------------------------------
@@ -431,6 +445,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n-cross", type=int, default=100, help="cross-process enqueue-to-start samples (100)")
     p.add_argument("--n-throughput", type=int, default=2000, help="workflows drained by the queue (2000)")
     p.add_argument("--n-enqueue-rate", type=int, default=2000, help="sequential enqueues timed (2000)")
+    p.add_argument("--n-messages", type=int, default=100, help="message and event round trips (100)")
     p.add_argument("--n-control", type=int, default=30, help="cancel/deadline wake and list samples (30)")
     p.add_argument(
         "--queue-budget-s",
@@ -459,7 +474,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--only",
-        help="comma-separated scenarios, figures or groups (core, queues, control) to run; overrides --figures. "
+        help="comma-separated scenarios, figures or groups (core, queues, control, messaging) to run; overrides --figures. "
         f"Scenarios: {', '.join(SCENARIO_FIGURES)}",
     )
     p.add_argument("--warmup", type=int, default=30, help="untimed warm-up iterations (30)")
@@ -473,6 +488,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         a.n_enqueue_lat, a.n_cross, a.n_throughput, a.n_enqueue_rate = 50, 30, 300, 300
         a.queue_budget_s = min(a.queue_budget_s, 15)
         a.n_control = 10
+        a.n_messages = 20
     polls: list[float | None] = []
     for x in a.ref_polls.split(","):
         x = x.strip()

@@ -37,6 +37,7 @@ import time
 from typing import Any
 
 from control_scenarios import CONTROL_SCENARIOS
+from messaging_scenarios import MESSAGING_SCENARIOS
 
 from dbos import DBOS, SetWorkflowID
 
@@ -828,7 +829,12 @@ SCENARIOS = {
     "recovery_child": scenario_recovery_child,
     "recovery_restart": scenario_recovery_restart,
 }
-SCENARIOS.update({name: functools.partial(fn, _launch) for name, fn in CONTROL_SCENARIOS.items()})
+SCENARIOS.update(
+    {
+        name: functools.partial(fn, _launch)
+        for name, fn in {**CONTROL_SCENARIOS, **MESSAGING_SCENARIOS}.items()
+    }
+)
 QUEUE_SCENARIOS = {
     "enqueue_to_start": scenario_enqueue_to_start,
     "enqueue_cross": scenario_enqueue_cross,

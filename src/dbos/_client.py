@@ -336,6 +336,74 @@ class DBOSClient:
     async def wait_first_async(self, handles: list[Any], *, polling_interval_sec: float = 1.0) -> Any:
         return await asyncio.to_thread(self.wait_first, handles, polling_interval_sec=polling_interval_sec)
 
+    # --- messages and events (04) ---------------------------------------------------------------------------
+    def send(
+        self,
+        destination_id: str,
+        message: Any,
+        topic: str | None = None,
+        idempotency_key: str | None = None,
+        *,
+        send_to_forks: bool = False,
+    ) -> None:
+        from ._store.base import NewMessage, message_id_for_key
+        from ._validation import check_topic
+
+        dest = check_identifier(destination_id, "destination_id")
+        t = check_topic(topic, "topic")
+        key = None if idempotency_key is None else check_identifier(idempotency_key, "idempotency_key")
+        if not isinstance(send_to_forks, bool):
+            raise DBOSValidationError(f"send_to_forks must be a bool, got {show(send_to_forks)}")
+        payload = self._serializers.serialize_value(message, what="message", max_bytes=self._max_payload)
+        mid = message_id_for_key(dest, key) if key is not None else "u:" + uuid.uuid4().hex
+        res = self._db.send_messages(
+            [NewMessage(mid, dest, t, payload)], send_to_forks=send_to_forks, checkpoint=None
+        )
+        if res.missing is not None:
+            raise DBOSNonExistentWorkflowError(res.missing)
+
+    def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
+        from ._engine.messaging import check_key, check_wait_timeout
+
+        wid = check_identifier(workflow_id, "workflow_id")
+        k = check_key(key)
+        deadline = time.monotonic() + check_wait_timeout(timeout_seconds)
+
+        def check() -> tuple[Any] | None:
+            read = self._db.get_event(wid, k)
+            if read.is_set:
+                return (None if read.value is None else self._serializers.deserialize_value(read.value),)
+            if read.writer.exists and read.writer.status in ("SUCCESS", "ERROR"):
+                return (None,)
+            if time.monotonic() >= deadline:
+                return (None,)
+            return None
+
+        return self._poll(check, _MAX_FAST_POLL_S)[0]
+
+    def get_all_events(self, workflow_id: str) -> dict[str, Any]:
+        raw = self._db.get_all_events(check_identifier(workflow_id, "workflow_id"))
+        return {k: self._serializers.deserialize_value(v) for k, v in raw.items()}
+
+    async def send_async(
+        self,
+        destination_id: str,
+        message: Any,
+        topic: str | None = None,
+        idempotency_key: str | None = None,
+        *,
+        send_to_forks: bool = False,
+    ) -> None:
+        await asyncio.to_thread(
+            self.send, destination_id, message, topic, idempotency_key, send_to_forks=send_to_forks
+        )
+
+    async def get_event_async(self, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
+        return await asyncio.to_thread(self.get_event, workflow_id, key, timeout_seconds)
+
+    async def get_all_events_async(self, workflow_id: str) -> dict[str, Any]:
+        return await asyncio.to_thread(self.get_all_events, workflow_id)
+
     # --- management ----------------------------------------------------------------------------------------
     def cancel_workflow(self, workflow_id: str, *, cancel_children: bool = False) -> None:
         mg.cancel(self._ops(), [workflow_id], cancel_children=cancel_children)

@@ -13,6 +13,7 @@ from . import _failpoints
 from ._config import DBOSConfig, Settings, build_settings
 from ._context import DBOSContext, current, current_or_empty
 from ._dbos_manage import ManagementAPI
+from ._dbos_messaging import MessagingAPI
 from ._decorators import (
     apply_dbos_class,
     apply_default_roles,
@@ -78,7 +79,7 @@ def _configure_logging(level: str) -> None:
         logger.addHandler(handler)
 
 
-class DBOS(ManagementAPI):
+class DBOS(ManagementAPI, MessagingAPI):
     """Process-wide singleton and the class-level API (01 §3)."""
 
     _engine: Any = None

@@ -797,7 +797,12 @@ def test_every_protocol_member_is_exercised() -> None:
     import pathlib
 
     here = pathlib.Path(__file__)
-    others = ("test_queue_conformance.py", "test_queue_defs_conformance.py", "test_management_conformance.py")
+    others = (
+        "test_queue_conformance.py",
+        "test_queue_defs_conformance.py",
+        "test_management_conformance.py",
+        "test_messages_conformance.py",
+    )
     source = here.read_text() + "".join(here.with_name(name).read_text() for name in others)
     members = [
         name for name, _ in inspect.getmembers(SystemStore, inspect.isfunction) if not name.startswith("_")

@@ -61,7 +61,8 @@ def _attempt_context(call: StepCall, cfg: StepConfig, attempt: int, role: str | 
         attempt if cfg.retries_allowed else None,
         cfg.max_attempts if cfg.retries_allowed else None,
     )
-    return call.ctx.copy(in_step=True, step_status=status, assumed_role=role)
+    # fresh extras per attempt: per-attempt counters (e.g. automatic send keys, 04 §2 rule 6) restart at 0
+    return call.ctx.copy(in_step=True, step_status=status, assumed_role=role, extras={})
 
 
 def outcome_payloads(

@@ -3,8 +3,8 @@
 `SQLiteStore` validates text at the boundary, then delegates each op to one transaction of `SQLiteDB`:
 `sqlite_workflows` (workflows, steps), `sqlite_queues` (claims, delayed promotion, queue statistics),
 `sqlite_defs` (queue definitions and pauses), `sqlite_executors` (liveness), `sqlite_manage` (cancel, resume, fork,
-delete, GC selection, leases), `sqlite_list` (listings), `sqlite_export` (export and import), `sqlite_migrate`
-(schema), `sqlite_feed` (cross-process change detection).
+delete, GC selection, leases), `sqlite_messages` (messages and events), `sqlite_list` (listings), `sqlite_export`
+(export and import), `sqlite_migrate` (schema), `sqlite_feed` (cross-process change detection).
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from . import sqlite_executors as ex
 from . import sqlite_export as xp
 from . import sqlite_list as ls
 from . import sqlite_manage as mg
+from . import sqlite_messages as ms
 from . import sqlite_queues as qs
 from . import sqlite_workflows as wf
 from .sqlite_conn import SQLiteDB, check_environment, now_ms, path_from_url
 from .sqlite_errors import classify_sqlite_error
 from .sqlite_feed import ChangeDetector
 from .sqlite_migrate import reset_sqlite, run_migrations, schema_state
-from .textcheck import check_id, check_name
+from .textcheck import MAX_NAME_BYTES, check_id, check_name, check_storable_text
 
 __all__ = ["SQLiteStore", "classify_sqlite_error", "reset_sqlite"]
 
@@ -41,6 +42,17 @@ def _check_new_workflow(new: base.NewWorkflow) -> None:
 
 def _check_step(step: base.NewStep) -> None:
     records.check_step(step)
+
+
+def _check_key(key: str) -> None:
+    check_storable_text(key, MAX_NAME_BYTES, "event key")  # may be empty
+
+
+def _check_message(msg: base.NewMessage) -> None:
+    check_name(msg.message_id, "message ID")
+    check_id(msg.destination_id, "destination ID")
+    records.check_opt_name(msg.topic, "topic")  # may be empty: "" is not the default topic
+    records.check_serializer(msg.payload)
 
 
 class SQLiteStore:
@@ -249,6 +261,60 @@ class SQLiteStore:
         return self._db.read(
             "list_steps", lambda c: ls.list_steps(c, workflow_id, load_output, limit, offset)
         )
+
+    # messages and events ---------------------------------------------------------------------------------------
+
+    def send_messages(
+        self,
+        msgs: Sequence[base.NewMessage],
+        *,
+        send_to_forks: bool,
+        checkpoint: tuple[base.Fence, base.NewStep] | None,
+    ) -> base.SendResult:
+        for msg in msgs:
+            _check_message(msg)
+        if checkpoint is not None:
+            records.check_fence(checkpoint[0])
+            _check_step(checkpoint[1])
+        elif not msgs:
+            return base.SendResult(None, base.Write.APPLIED)
+        batch = list(msgs)
+        return self._db.write(
+            "send_messages", lambda tx: ms.send_messages(tx, batch, send_to_forks, checkpoint)
+        )
+
+    def consume_message(self, fence: base.Fence, step: base.NewStep, topic: str | None) -> base.ConsumeResult:
+        records.check_fence(fence)
+        _check_step(step)
+        records.check_opt_name(topic, "topic")
+        return self._db.write("consume_message", lambda tx: ms.consume_message(tx, fence, step, topic))
+
+    def set_event(
+        self,
+        fence: base.Fence,
+        key: str,
+        value: base.Payload,
+        *,
+        history_step_id: int,
+        checkpoint: base.NewStep | None,
+    ) -> base.Write:
+        records.check_fence(fence)
+        _check_key(key)
+        records.check_serializer(value)
+        if checkpoint is not None:
+            _check_step(checkpoint)
+        return self._db.write(
+            "set_event", lambda tx: ms.set_event(tx, fence, key, value, history_step_id, checkpoint)
+        )
+
+    def get_event(self, workflow_id: str, key: str) -> base.EventRead:
+        check_id(workflow_id)
+        _check_key(key)
+        return self._db.read("get_event", lambda c: ms.get_event(c, workflow_id, key))
+
+    def get_all_events(self, workflow_id: str) -> dict[str, base.Payload]:
+        check_id(workflow_id)
+        return self._db.read("get_all_events", lambda c: ms.get_all_events(c, workflow_id))
 
     # claims --------------------------------------------------------------------------------------------------
 
