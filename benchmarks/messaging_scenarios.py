@@ -64,10 +64,10 @@ def scenario_send_recv_round_trip(
     launch(db_url)
     try:
         rounds = n + warmup
+        with SetWorkflowID(PONGER_ID):  # first: the pinger's first send needs its destination to exist
+            ponger = DBOS.start_workflow(msg_ponger, rounds, "bench-pinger")
         with SetWorkflowID("bench-pinger"):
             pinger = DBOS.start_workflow(msg_pinger, rounds, PONGER_ID)
-        with SetWorkflowID(PONGER_ID):
-            ponger = DBOS.start_workflow(msg_ponger, rounds, "bench-pinger")
         samples = pinger.get_result()
         ponger.get_result()
     finally:

@@ -843,3 +843,56 @@ def test_deleted_workflow_loses_messages_and_events(store: SystemStore) -> None:
     # Re-creating the ID starts with an empty inbox and no events.
     again = pending(store, "del")
     assert drain(store, again) == [] and store.get_all_events("del") == {}
+
+
+def test_send_fence_checked_before_destinations(store: SystemStore) -> None:
+    pending(store, "fc-sender")
+    r = store.send_messages(
+        [msg("fc-ghost", '"x"')], send_to_forks=False, checkpoint=(Fence("fc-sender", "stale"), send_step(1))
+    )
+    assert r.write is Write.FENCED
+    assert store.list_steps("fc-sender") == []
+
+
+def test_send_to_self_with_checkpoint(store: SystemStore) -> None:
+    me = pending(store, "self")
+    r = store.send_messages([msg("self", '"note"')], send_to_forks=False, checkpoint=(me, send_step(1)))
+    assert r == SendResult(None, Write.APPLIED)
+    got = consume(store, me, 2)
+    assert got.step is not None and got.step.output == Payload('"note"', "json")
+    assert [s.step_id for s in store.list_steps("self")] == [1, 2]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Text limits (07 §3.4)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_composite_limits_accepted(store: SystemStore) -> None:
+    wid = "\U0001f600" * 512  # a 2,048-byte derived workflow ID of 4-byte characters
+    f = pending(store, wid)
+    topic = "\U0001f680" * 256  # 1,024 bytes
+    key = "\U0001f4a1" * 256
+    assert send(store, msg(wid, '"m"', topic)).missing is None
+    got = consume(store, f, 1, topic)
+    assert got.step is not None and got.step.output == Payload('"m"', "json")
+    assert store.set_event(f, key, Payload("1", "json"), history_step_id=2, checkpoint=None) is Write.APPLIED
+    assert store.get_event(wid, key).value == Payload("1", "json")
+    assert store.get_all_events(wid) == {key: Payload("1", "json")}
+
+
+def test_unstorable_topics_keys_and_serializers_rejected(store: SystemStore) -> None:
+    f = pending(store, "limits")
+    for bad in ("x" * 1025, "\ud800", "a\x00"):
+        with pytest.raises(DBOSValidationError):
+            send(store, msg("limits", '"x"', bad))
+        with pytest.raises(DBOSValidationError):
+            store.consume_message(f, recv_step(1), bad)
+        with pytest.raises(DBOSValidationError):
+            store.set_event(f, bad, Payload("1", "json"), history_step_id=2, checkpoint=None)
+    with pytest.raises(DBOSValidationError):
+        send(store, msg("limits", '"x"', serializer="s" * 65))
+    with pytest.raises(DBOSValidationError):
+        store.set_event(f, "k", Payload("1", "s" * 65), history_step_id=3, checkpoint=None)
+    e = exported(store, "limits")
+    assert e["messages"] == [] and e["events"] == [] and e["event_history"] == [] and e["steps"] == []
