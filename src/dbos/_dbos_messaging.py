@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from ._engine import messaging as m
+from ._engine import streams as st
 
 
 def _engine() -> Any:
@@ -103,3 +105,82 @@ class MessagingAPI:
         engine = _engine()
         wid = check_identifier(workflow_id, "workflow_id")
         return await recorded_async(engine, m.GET_EVENTS, lambda: m.read_all_events(engine, wid))
+
+    # --- streams (04 §8-§11) ---------------------------------------------------------------------------------
+    @classmethod
+    def write_stream(cls, key: str, value: Any) -> None:
+        _refuse_on_loop("write_stream")
+        engine = _engine()
+        st.run_write(engine, st.plan_write(engine, key, value, close=False))
+
+    @classmethod
+    async def write_stream_async(cls, key: str, value: Any) -> None:
+        engine = _engine()
+        plan = st.plan_write(engine, key, value, close=False)
+        await engine.io(st.run_write, engine, plan)
+
+    @classmethod
+    def close_stream(cls, key: str) -> None:
+        _refuse_on_loop("close_stream")
+        engine = _engine()
+        st.run_write(engine, st.plan_write(engine, key, None, close=True))
+
+    @classmethod
+    async def close_stream_async(cls, key: str) -> None:
+        engine = _engine()
+        plan = st.plan_write(engine, key, None, close=True)
+        await engine.io(st.run_write, engine, plan)
+
+    @classmethod
+    def read_stream(
+        cls,
+        workflow_id: str,
+        key: str,
+        *,
+        offset: int = 0,
+        timeout_seconds: float | None = None,
+        polling_interval_sec: float | None = None,
+    ) -> Iterator[Any]:
+        """Validated now; the returned iterator yields the values in order and stops at the end (04 §10)."""
+        reader = st.make_reader(_engine(), workflow_id, key, offset, timeout_seconds, polling_interval_sec)
+        return st.iterate(reader)
+
+    @classmethod
+    def read_stream_async(
+        cls,
+        workflow_id: str,
+        key: str,
+        *,
+        offset: int = 0,
+        timeout_seconds: float | None = None,
+        polling_interval_sec: float | None = None,
+    ) -> AsyncIterator[Any]:
+        reader = st.make_reader(_engine(), workflow_id, key, offset, timeout_seconds, polling_interval_sec)
+        return st.iterate_async(reader)
+
+    @classmethod
+    def read_stream_offset(
+        cls,
+        workflow_id: str,
+        key: str,
+        offset: int,
+        *,
+        timeout_seconds: float | None = None,
+        polling_interval_sec: float | None = None,
+    ) -> Any:
+        _refuse_on_loop("read_stream_offset")
+        reader = st.make_reader(_engine(), workflow_id, key, offset, timeout_seconds, polling_interval_sec)
+        return st.read_offset(reader)
+
+    @classmethod
+    async def read_stream_offset_async(
+        cls,
+        workflow_id: str,
+        key: str,
+        offset: int,
+        *,
+        timeout_seconds: float | None = None,
+        polling_interval_sec: float | None = None,
+    ) -> Any:
+        reader = st.make_reader(_engine(), workflow_id, key, offset, timeout_seconds, polling_interval_sec)
+        return await st.read_offset_async(reader)

@@ -134,11 +134,32 @@ def race_wf(tag: str) -> str:
     return f"{tag}-{DBOS.workflow_id}"
 
 
+@DBOS.step()
+def before_recv() -> str:
+    ledger("before_recv")
+    return "r"
+
+
+@DBOS.step()
+def after_recv(v: Any) -> str:
+    ledger(f"got-{v}")
+    return str(v)
+
+
+@DBOS.workflow()
+def recv_wf() -> str:
+    before_recv()
+    first = DBOS.recv("m", timeout_seconds=60)  # the test SIGKILLs the process while this waits
+    second = DBOS.recv("m", timeout_seconds=0.2)  # the message is consumed once: nothing more arrives
+    return after_recv(first) + f"|{second}"
+
+
 WORKFLOWS: dict[str, Any] = {
     "two_steps": (two_steps, (4,)),  # (4 + 1) * 10 = 50
     "txn": (txn_wf, (21,)),  # 21 * 2 + 1 = 43
     "sleep": (sleep_wf, (2.0,)),  # "ba-slept"
-    "long_sleep": (sleep_wf, (60.0,)),  # run with --timeout: cancelled at its deadline
+    "long_sleep": (sleep_wf, (60.0,)),
+    "recv": (recv_wf, ()),  # "hello|None"  # run with --timeout: cancelled at its deadline
 }
 
 

@@ -374,6 +374,31 @@ def test_timeout_enforced_after_starter_is_killed(db_url: str, tmp_path: Path, a
         DBOS.destroy()
 
 
+# --- a message sent while the receiver's process is down is received exactly once (04 §4) ----------------------
+
+
+def test_recv_survives_a_crash_while_waiting(db_url: str, tmp_path: Path, apps: list[App]) -> None:
+    from dbos import DBOSClient
+
+    first = spawn(apps, tmp_path, db_url, "recv", "--wid", WID)
+    deadline = time.monotonic() + 30
+    while ledger_counts(first.ledger)["before_recv"] < 1:
+        assert time.monotonic() < deadline, "the workflow never reached recv"
+        time.sleep(0.01)
+    time.sleep(0.3)  # inside the wait
+    first.kill()
+    with DBOSClient(system_database_url=db_url) as client:
+        client.send(WID, "hello", "m")  # during the outage
+    second = recover(apps, tmp_path, db_url, "recv")
+    assert second.result() == "hello|None"
+    second.expect_clean_exit()
+    assert ledger_counts(first.ledger) == Counter({"before_recv": 1, "got-hello": 1})
+    _, steps, _ = final_row(db_url, WID)
+    assert [short(s.name) for s in steps] == [
+        "before_recv", "DBOS.recv", "DBOS.sleep", "DBOS.recv", "DBOS.sleep", "after_recv"
+    ]  # fmt: skip
+
+
 # --- 5: two processes, one workflow ID ---------------------------------------------------------------------------
 
 

@@ -312,3 +312,22 @@ def test_round_trip_latency(dbos: Any) -> None:
         samples.append(time.perf_counter() - t0)
     h.get_result()
     assert statistics.median(samples) < 0.05, statistics.median(samples)
+
+
+@DBOS.workflow()
+def drains_two_topics(n: int) -> tuple[list[Any], list[Any]]:
+    a = [DBOS.recv("a", timeout_seconds=30) for _ in range(n)]
+    b = [DBOS.recv("b", timeout_seconds=30) for _ in range(n)]
+    return a, b
+
+
+def test_ten_thousand_messages_in_order_on_two_topics(dbos: Any) -> None:
+    half = 5000
+    with SetWorkflowID("bulk-rcv"):
+        h = DBOS.start_workflow(drains_two_topics, half)
+    for i in range(half):
+        DBOS.send("bulk-rcv", i, "a")
+        DBOS.send("bulk-rcv", -i, "b")
+    a, b = h.get_result()
+    assert a == list(range(half))
+    assert b == [-i for i in range(half)]

@@ -40,6 +40,7 @@ from dbos._store.base import (
     WorkflowRow,
     Write,
     digest,
+    topic_digest,
 )
 from dbos._store.manage_common import EXPORT_COLUMNS
 
@@ -345,7 +346,7 @@ def put_message(
             mid,
             dest,
             topic,
-            digest(topic),
+            topic_digest(topic),
             payload,
             "json",
             consumed,
@@ -1656,7 +1657,7 @@ def test_export_shape_and_values(store: SystemStore, db_url: str) -> None:
     assert e["streams"][2]["serializer"] is None
     msgs = [(m["payload"], m["topic"], m["consumed"], m["consumed_at"]) for m in e["messages"]]
     assert msgs == [('"m1"', "t", False, None), ('"m2"', None, True, 5_015)]
-    assert e["messages"][1]["topic_digest"] == digest(None)
+    assert e["messages"][1]["topic_digest"] == topic_digest(None)
 
 
 def test_export_children_order_and_unknown(store: SystemStore, db_url: str) -> None:

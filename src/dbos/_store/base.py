@@ -404,6 +404,22 @@ class EventRead:
     writer: WorkflowState  # the event's workflow, read in the same snapshot (exists=False if there is none)
 
 
+@dataclass(frozen=True, slots=True)
+class StreamWrite:
+    write: Write
+    offset: (
+        int | None
+    )  # the offset written (or found, for a repeated step write); None when nothing was written
+    closed: bool  # the stream already had its end marker: a value was refused, a close was a no-op
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRead:
+    values: list[tuple[int, Payload]]  # consecutive (offset, value) from from_offset, before any end marker
+    end_offset: int | None  # the end marker's offset if the stream is closed
+    writer: WorkflowState  # the writing workflow, read in the same snapshot before the values (04 §10 rule 3)
+
+
 CancelReason = Literal["user", "deadline"]
 
 
@@ -809,6 +825,29 @@ class SystemStore(Protocol):
 
     def get_all_events(self, workflow_id: str) -> dict[str, Payload]:
         """Every key's current value ({} for an unknown workflow)."""
+        ...
+
+    def write_stream(
+        self,
+        fence: Fence,
+        key: str,
+        value: Payload | None,
+        *,
+        writer_step_id: int,
+        step_seq: int | None,
+        checkpoint: NewStep | None,
+    ) -> StreamWrite:
+        """Append to stream (fence.workflow_id, key) in one transaction, fenced; `value` None appends the end
+        marker (is_end, value NULL). With `checkpoint` already recorded: APPLIED/CONFLICT, nothing written. With
+        `step_seq` (a write from a step): if (workflow, writer_step_id, key_digest, step_seq) exists, a no-op that
+        returns APPLIED and that row's offset. If the stream has its end marker: nothing written, closed=True
+        (APPLIED). Else write at the next gapless offset (0-based; retry internally on an offset collision), then
+        the checkpoint. key_digest = digest(key). Emits `stream` (workflow_id, key_digest)."""
+        ...
+
+    def read_stream(self, workflow_id: str, key: str, *, from_offset: int, limit: int = 1000) -> StreamRead:
+        """Up to `limit` values at offsets >= from_offset in order (stopping before the end marker), the end
+        marker's offset, and the writer's state, from one snapshot (the state read before the values)."""
         ...
 
     # claims --------------------------------------------------------------------------------------------------

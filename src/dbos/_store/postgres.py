@@ -22,6 +22,7 @@ from . import base, records
 from . import manage_common as mc
 from . import postgres_manage as pm
 from . import postgres_messages as pmsg
+from . import postgres_streams as pstream
 from . import queue_defs as qd
 from . import textcheck as tc
 from .postgres_conn import (
@@ -65,6 +66,7 @@ from .postgres_rows import (
     workflow_row,
 )
 from .postgres_sql import build_statements, render, workflow_select_list
+from .postgres_streams_sql import StreamStatements
 
 __all__ = ["PostgresStore", "reset_postgres", "classify_pg_error"]
 
@@ -113,6 +115,7 @@ class PostgresStore:
         self._dsql = build_def_statements(self.schema)
         self._msql = ManageStatements(self.schema)
         self._esql = MessageStatements(self.schema)
+        self._ssql = StreamStatements(self.schema)
         self._pruner = ClaimsPruner()
         self._stats = base.StoreStats()
         self._stats_lock = threading.Lock()
@@ -772,6 +775,54 @@ class PostgresStore:
             lambda conn: self._all(conn, "get_all_events", self._esql.get_all_events, params, write=False),
         )
         return pmsg.all_events(rows)
+
+    def write_stream(
+        self,
+        fence: base.Fence,
+        key: str,
+        value: base.Payload | None,
+        *,
+        writer_step_id: int,
+        step_seq: int | None,
+        checkpoint: base.NewStep | None,
+    ) -> base.StreamWrite:
+        records.check_fence(fence)
+        tc.check_storable_text(key, tc.MAX_NAME_BYTES, "stream key")
+        records.check_serializer(value)
+        mc.check_count(writer_step_id, "writer_step_id")
+        mc.check_opt_count(step_seq, "step_seq")
+        if checkpoint is not None:
+            records.check_step(checkpoint)
+
+        def once(conn: Conn) -> tuple[base.StreamWrite, list[base.Change]]:
+            result, changes, trips = pstream.write_stream(
+                conn, self._ssql, fence, key, value, writer_step_id, step_seq, checkpoint
+            )
+            self._count("write_stream", round_trips=trips, commit=True)
+            return result, changes
+
+        result, changes = self._pooled("write_stream", once)
+        self._publish(changes)
+        return result
+
+    def read_stream(
+        self, workflow_id: str, key: str, *, from_offset: int, limit: int = 1000
+    ) -> base.StreamRead:
+        tc.check_id(workflow_id)
+        tc.check_storable_text(key, tc.MAX_NAME_BYTES, "stream key")
+        mc.check_count(from_offset, "from_offset")
+        mc.check_count(limit, "limit", 1)
+        params = {
+            "workflow_id": workflow_id,
+            "key_digest": base.digest(key),
+            "from_offset": from_offset,
+            "limit": limit,
+        }
+        rows = self._pooled(
+            "read_stream",
+            lambda conn: self._all(conn, "read_stream", self._ssql.read, params, write=False),
+        )
+        return pstream.stream_read(rows)
 
     # claims ----------------------------------------------------------------------------------------------------
 

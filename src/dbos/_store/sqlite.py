@@ -3,8 +3,9 @@
 `SQLiteStore` validates text at the boundary, then delegates each op to one transaction of `SQLiteDB`:
 `sqlite_workflows` (workflows, steps), `sqlite_queues` (claims, delayed promotion, queue statistics),
 `sqlite_defs` (queue definitions and pauses), `sqlite_executors` (liveness), `sqlite_manage` (cancel, resume, fork,
-delete, GC selection, leases), `sqlite_messages` (messages and events), `sqlite_list` (listings), `sqlite_export`
-(export and import), `sqlite_migrate` (schema), `sqlite_feed` (cross-process change detection).
+delete, GC selection, leases), `sqlite_messages` (messages and events), `sqlite_streams` (streams), `sqlite_list`
+(listings), `sqlite_export` (export and import), `sqlite_migrate` (schema), `sqlite_feed` (cross-process change
+detection).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from . import sqlite_list as ls
 from . import sqlite_manage as mg
 from . import sqlite_messages as ms
 from . import sqlite_queues as qs
+from . import sqlite_streams as st
 from . import sqlite_workflows as wf
 from .sqlite_conn import SQLiteDB, check_environment, now_ms, path_from_url
 from .sqlite_errors import classify_sqlite_error
@@ -46,6 +48,10 @@ def _check_step(step: base.NewStep) -> None:
 
 def _check_key(key: str) -> None:
     check_storable_text(key, MAX_NAME_BYTES, "event key")  # may be empty
+
+
+def _check_stream_key(key: str) -> None:
+    check_storable_text(key, MAX_NAME_BYTES, "stream key")  # may be empty
 
 
 def _check_message(msg: base.NewMessage) -> None:
@@ -315,6 +321,39 @@ class SQLiteStore:
     def get_all_events(self, workflow_id: str) -> dict[str, base.Payload]:
         check_id(workflow_id)
         return self._db.read("get_all_events", lambda c: ms.get_all_events(c, workflow_id))
+
+    def write_stream(
+        self,
+        fence: base.Fence,
+        key: str,
+        value: base.Payload | None,
+        *,
+        writer_step_id: int,
+        step_seq: int | None,
+        checkpoint: base.NewStep | None,
+    ) -> base.StreamWrite:
+        records.check_fence(fence)
+        _check_stream_key(key)
+        records.check_serializer(value)
+        mc.check_count(writer_step_id, "writer_step_id")
+        mc.check_opt_count(step_seq, "step_seq")
+        if checkpoint is not None:
+            _check_step(checkpoint)
+        return self._db.write(
+            "write_stream",
+            lambda tx: st.write_stream(tx, fence, key, value, writer_step_id, step_seq, checkpoint),
+        )
+
+    def read_stream(
+        self, workflow_id: str, key: str, *, from_offset: int, limit: int = 1000
+    ) -> base.StreamRead:
+        check_id(workflow_id)
+        _check_stream_key(key)
+        mc.check_count(from_offset, "from_offset")
+        mc.check_count(limit, "limit", 1)
+        return self._db.read(
+            "read_stream", lambda c: st.read_stream(c, workflow_id, key, from_offset, limit), snapshot=True
+        )
 
     # claims --------------------------------------------------------------------------------------------------
 
