@@ -14,6 +14,7 @@ from ._context import (
 )
 from ._dbos import DBOS, __version__
 from ._dbos_class import DBOSConfiguredInstance
+from ._engine.messaging import SendMessage
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._queues.queue import Queue, QueueRateLimit
 from ._queues.stats import QueueStats
@@ -35,6 +36,7 @@ __all__ = [
     "Queue",
     "QueueRateLimit",
     "QueueStats",
+    "SendMessage",
     "Serializer",
     "SetEnqueueOptions",
     "SetWorkflowID",

@@ -9,7 +9,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypedDict, TypeVar
 
 from typing_extensions import Required
@@ -380,6 +380,43 @@ class DBOSClient:
             return None
 
         return self._poll(check, _MAX_FAST_POLL_S)[0]
+
+    def read_stream(
+        self, workflow_id: str, key: str, *, offset: int = 0, timeout_seconds: float | None = None
+    ) -> Iterator[Any]:
+        """The values of a stream in order, stopping at its end (04 §10); adaptive polling, no listener."""
+        from ._engine.messaging import check_key, check_wait_timeout
+        from ._engine.streams import check_offset
+        from ._store.base import TERMINAL_STATUSES as ENDED
+        from .error import DBOSStreamTimeoutError
+
+        wid = check_identifier(workflow_id, "workflow_id")
+        k = check_key(key, "stream key")
+        start = check_offset(offset)
+        timeout = None if timeout_seconds is None else check_wait_timeout(timeout_seconds)
+
+        def values() -> Iterator[Any]:
+            nxt = start
+            while True:
+                waited_from = time.monotonic()
+                delay = _MIN_POLL_S
+                while True:
+                    read = self._db.read_stream(wid, k, from_offset=nxt)
+                    if read.values:
+                        break
+                    if read.end_offset is not None or (read.writer.exists and read.writer.status in ENDED):
+                        return
+                    if not read.writer.exists:
+                        raise DBOSNonExistentWorkflowError(wid)
+                    if timeout is not None and time.monotonic() - waited_from >= timeout:
+                        raise DBOSStreamTimeoutError(wid, k, timeout)
+                    time.sleep(delay)
+                    delay = min(_MAX_FAST_POLL_S, delay * 2)
+                for off, payload in read.values:
+                    nxt = off + 1
+                    yield self._serializers.deserialize_value(payload)
+
+        return values()
 
     def get_all_events(self, workflow_id: str) -> dict[str, Any]:
         raw = self._db.get_all_events(check_identifier(workflow_id, "workflow_id"))

@@ -54,6 +54,18 @@ class MessagingAPI:
         await engine.io(m.run_send, engine, plan, send_to_forks)
 
     @classmethod
+    def send_bulk(cls, messages: Any, *, send_to_forks: bool = False) -> None:
+        _refuse_on_loop("send_bulk")
+        engine = _engine()
+        m.run_send_bulk(engine, m.plan_send_bulk(engine, messages, send_to_forks), send_to_forks)
+
+    @classmethod
+    async def send_bulk_async(cls, messages: Any, *, send_to_forks: bool = False) -> None:
+        engine = _engine()
+        plan = m.plan_send_bulk(engine, messages, send_to_forks)
+        await engine.io(m.run_send_bulk, engine, plan, send_to_forks)
+
+    @classmethod
     def recv(cls, topic: str | None = None, timeout_seconds: float = 60) -> Any:
         _refuse_on_loop("recv")
         plan = m.plan_recv(topic, timeout_seconds)

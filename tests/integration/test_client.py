@@ -238,3 +238,32 @@ def test_cancel_from_another_process_wakes_sleep(dbos: Any, db_url: str) -> None
     wait_for(lambda: handle.workflow_id in woke_at, 1.0)  # PG: NOTIFY; SQLite: the change detector's ceiling
     assert woke_at[handle.workflow_id] - t_done < 0.3
     assert handle.get_status().status == "CANCELLED"
+
+
+@DBOS.workflow()
+def client_streamer(n: int) -> None:
+    DBOS.set_event("started", True)
+    for i in range(n):
+        DBOS.write_stream("out", i)
+        DBOS.sleep(0.01)
+    DBOS.close_stream("out")
+
+
+def test_client_messages_events_streams(client: Any) -> None:
+    with SetWorkflowID("cl-stream"):
+        DBOS.start_workflow(client_streamer, 20)
+    assert client.get_event("cl-stream", "started", timeout_seconds=5) is True
+    assert list(client.read_stream("cl-stream", "out")) == list(range(20))
+    assert client.get_all_events("cl-stream") == {"started": True}
+    with SetWorkflowID("cl-rcv"):
+        h = DBOS.start_workflow(recv_for_client)
+    client.send("cl-rcv", "via-client", "t", idempotency_key="once")
+    client.send("cl-rcv", "via-client", "t", idempotency_key="once")
+    assert h.get_result() == ["via-client", None]
+    with pytest.raises(DBOSNonExistentWorkflowError):
+        client.send("nobody-here", 1)
+
+
+@DBOS.workflow()
+def recv_for_client() -> list[Any]:
+    return [DBOS.recv("t", timeout_seconds=5), DBOS.recv("t", timeout_seconds=0.3)]

@@ -331,3 +331,40 @@ def test_ten_thousand_messages_in_order_on_two_topics(dbos: Any) -> None:
     a, b = h.get_result()
     assert a == list(range(half))
     assert b == [-i for i in range(half)]
+
+
+@DBOS.workflow()
+def bulk_sender(dests: list[str]) -> None:
+    from dbos import SendMessage
+
+    DBOS.send_bulk([SendMessage(d, i, "bulk") for i in range(100) for d in dests])
+
+
+def test_send_bulk(dbos: Any) -> None:
+    from dbos import SendMessage
+
+    dests = [f"bulk-{i}" for i in range(5)]
+    handles = []
+    for d in dests:
+        with SetWorkflowID(d):
+            handles.append(DBOS.start_workflow(receiver, 100, "bulk"))
+    with SetWorkflowID("bulk-sender"):
+        bulk_sender(dests)
+    for h in handles:
+        assert h.get_result() == list(range(100))
+    assert [s["function_name"] for s in DBOS.list_workflow_steps("bulk-sender")] == ["DBOS.send_bulk"]
+    DBOS.fork_workflow("bulk-sender", 2).get_result()  # the replayed send_bulk sends nothing again
+    with SetWorkflowID("bulk-check"):
+        h = DBOS.start_workflow(receiver, 1, "bulk", 0.3)
+    with pytest.raises(DBOSNonExistentWorkflowError):
+        DBOS.send_bulk([SendMessage("bulk-check", "x", "bulk"), SendMessage("missing-dest", "y")])
+    assert h.get_result() == [None]  # nothing of the failed batch was delivered
+    with pytest.raises(DBOSValidationError):
+        DBOS.send_bulk(["not a SendMessage"])
+    with pytest.raises(DBOSException):
+        DBOS.send_bulk(
+            [
+                SendMessage("bulk-check", 1, idempotency_key="k"),
+                SendMessage("bulk-check", 2, idempotency_key="k"),
+            ]
+        )

@@ -148,6 +148,86 @@ def _check_write(ex: Execution, w: Write) -> None:
     raise DBOSWorkflowConflictIDError(ex.workflow_id)
 
 
+# --- send_bulk ----------------------------------------------------------------------------------------------
+
+SEND_BULK = "DBOS.send_bulk"
+MAX_BULK = 10_000
+
+
+@dataclass(frozen=True)
+class SendMessage:
+    """One message of `DBOS.send_bulk` (04 §3)."""
+
+    destination_id: str
+    message: Any
+    topic: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass
+class BulkPlan:
+    messages: list[NewMessage]
+    call: StepCall | None
+
+
+def plan_send_bulk(engine: Engine, messages: Any, send_to_forks: Any) -> BulkPlan:
+    ctx = current_or_empty()
+    _refuse_in_transaction(ctx, "send_bulk")
+    if (
+        isinstance(messages, (str, bytes))
+        or not hasattr(messages, "__len__")
+        or not hasattr(messages, "__iter__")
+    ):
+        raise _fail("messages", messages, "must be a sequence of SendMessage")
+    if len(messages) > MAX_BULK:
+        raise _fail("messages", f"{len(messages)} messages", f"at most {MAX_BULK} per call")
+    if not isinstance(send_to_forks, bool):
+        raise _fail("send_to_forks", send_to_forks, "must be a bool")
+    out: list[NewMessage] = []
+    seen: set[tuple[str, str]] = set()
+    for i, m in enumerate(messages):
+        if not isinstance(m, SendMessage):
+            raise _fail(f"messages[{i}]", m, "must be a SendMessage")
+        dest = check_identifier(m.destination_id, f"messages[{i}].destination_id")
+        topic = check_topic(m.topic, f"messages[{i}].topic")
+        key = (
+            None
+            if m.idempotency_key is None
+            else check_identifier(m.idempotency_key, f"messages[{i}].idempotency_key")
+        )
+        if key is not None:
+            if (dest, key) in seen:
+                raise DBOSException(f"send_bulk: messages to {dest!r} share idempotency_key {key!r}")
+            seen.add((dest, key))
+        payload = _serialize(engine, m.message, f"messages[{i}].message")
+        out.append(NewMessage(_message_id(ctx, dest, key), dest, topic, payload))
+    call = begin_step(SEND_BULK) if _body(ctx) is not None else None
+    return BulkPlan(out, call)
+
+
+def run_send_bulk(engine: Engine, plan: BulkPlan, send_to_forks: bool) -> None:
+    call = plan.call
+    if call is not None and call.recorded is not None:
+        replay_step(engine, call.recorded)
+        return
+    checkpoint = None
+    if call is not None:
+        checkpoint = (call.ex.fence, NewStep(call.step_id, SEND_BULK, None, None, secrets.token_hex(16)))
+    if not plan.messages and checkpoint is None:
+        return
+    res = engine.db.send_messages(plan.messages, send_to_forks=send_to_forks, checkpoint=checkpoint)
+    if res.missing is not None:
+        err = DBOSNonExistentWorkflowError(res.missing)
+        if call is not None:
+            payload = engine.serializers.serialize_error(err, max_bytes=engine.settings.max_payload_bytes)
+            write_step(
+                engine, call.ex, NewStep(call.step_id, SEND_BULK, None, payload, secrets.token_hex(16))
+            )
+        raise err
+    if call is not None:
+        _check_write(call.ex, res.write)
+
+
 # --- durable wait deadlines ---------------------------------------------------------------------------------
 
 
