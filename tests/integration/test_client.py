@@ -267,3 +267,31 @@ def test_client_messages_events_streams(client: Any) -> None:
 @DBOS.workflow()
 def recv_for_client() -> list[Any]:
     return [DBOS.recv("t", timeout_seconds=5), DBOS.recv("t", timeout_seconds=0.3)]
+
+
+_READER_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from dbos import DBOSClient
+    with DBOSClient(system_database_url=sys.argv[1]) as client:
+        print(json.dumps(list(client.read_stream(sys.argv[2], "out"))))
+    """
+)
+
+
+def test_stream_reader_in_another_process(dbos: Any, db_url: str) -> None:
+    with SetWorkflowID("cl-live"):
+        h = DBOS.start_workflow(client_streamer, 30)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", _READER_SCRIPT, db_url, "cl-live"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    import json
+
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == list(range(30))
+    h.get_result()
