@@ -368,3 +368,20 @@ def test_send_bulk(dbos: Any) -> None:
                 SendMessage("bulk-check", 2, idempotency_key="k"),
             ]
         )
+
+
+@DBOS.workflow()
+def parked_on_event() -> Any:
+    return DBOS.get_event("never-set-anywhere", "k", timeout_seconds=60)
+
+
+def test_cancel_wakes_get_event(dbos: Any) -> None:
+    h = DBOS.start_workflow(parked_on_event)
+    wait_for(lambda: len(DBOS.list_workflow_steps(h.workflow_id)) >= 1, 5)
+    t0 = time.monotonic()
+    DBOS.cancel_workflow(h.workflow_id)
+    wait_for(lambda: not current_engine().is_running_here(h.workflow_id), 0.3)
+    assert time.monotonic() - t0 < 0.3
+    assert (
+        DBOS.list_workflow_steps(h.workflow_id)[0]["function_name"] == "DBOS.sleep"
+    )  # getEvent not recorded

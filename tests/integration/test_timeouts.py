@@ -123,7 +123,35 @@ def waits_first() -> str:
     return str(DBOS.wait_first([handle]).workflow_id)
 
 
-@pytest.mark.parametrize("func", [sleeps_60, waits_in_retry, awaits_child, waits_first])
+@DBOS.workflow()
+def waits_in_recv() -> Any:
+    return DBOS.recv(timeout_seconds=60)
+
+
+@DBOS.workflow()
+def waits_in_get_event() -> Any:
+    return DBOS.get_event("never-set-by-anyone", "k", timeout_seconds=60)
+
+
+@DBOS.workflow()
+def waits_in_read_stream() -> Any:
+    with SetWorkflowTimeout(None):
+        idle = DBOS.start_workflow(sleeps_60)
+    return list(DBOS.read_stream(idle.workflow_id, "s"))
+
+
+@pytest.mark.parametrize(
+    "func",
+    [
+        sleeps_60,
+        waits_in_retry,
+        awaits_child,
+        waits_first,
+        waits_in_recv,
+        waits_in_get_event,
+        waits_in_read_stream,
+    ],
+)
 def test_wait_wakes_at_deadline(dbos: Any, func: Any) -> None:
     t0 = time.monotonic()
     with SetWorkflowTimeout(1.0):
