@@ -385,3 +385,24 @@ def test_cancel_wakes_get_event(dbos: Any) -> None:
     assert (
         DBOS.list_workflow_steps(h.workflow_id)[0]["function_name"] == "DBOS.sleep"
     )  # getEvent not recorded
+
+
+@DBOS.workflow()
+def events_at_steps() -> str:
+    DBOS.set_event("early", "e1")  # step 1
+    v = DBOS.recv("m", timeout_seconds=0.1)  # steps 2-3
+    DBOS.set_event("late", "l1")  # step 4
+    return str(v)
+
+
+def test_fork_copies_events_before_start_step_but_not_messages(dbos: Any) -> None:
+    with SetWorkflowID("ev-src"):
+        DBOS.start_workflow(events_at_steps).get_result()
+    DBOS.send("ev-src", "for-the-original", "m")
+    gate_fork = DBOS.fork_workflow("ev-src", 2, application_version="not-running-here")  # stays ENQUEUED
+    assert DBOS.get_event(gate_fork.workflow_id, "early", timeout_seconds=0) == "e1"
+    assert DBOS.get_event(gate_fork.workflow_id, "late", timeout_seconds=0) is None
+    fork = DBOS.fork_workflow("ev-src", 2)
+    assert fork.get_result() == "None"  # the message sent to the original is not the fork's
+    assert DBOS.get_event(fork.workflow_id, "late", timeout_seconds=1) == "l1"
+    DBOS.cancel_workflow(gate_fork.workflow_id)
