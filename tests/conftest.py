@@ -149,3 +149,29 @@ class Overlap:
     def __exit__(self, *exc: object) -> None:
         with self._lock:
             self.active -= 1
+
+
+# --- system stores for the conformance suites (tests/store) -------------------------------------------------
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Any]:
+    """A migrated executor-role store on a fresh database."""
+    from dbos._store import open_system_store
+    from dbos._store.base import StoreSettings
+
+    s = open_system_store(db_url, StoreSettings(role="executor", poll_ceiling_s=0.05))
+    s.migrate()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def peer(db_url: str, store: Any) -> Iterator[Any]:
+    """A second store on the same database (another origin, as if another process)."""
+    from dbos._store import open_system_store
+    from dbos._store.base import StoreSettings
+
+    s = open_system_store(db_url, StoreSettings(role="executor", poll_ceiling_s=0.05))
+    yield s
+    s.close()

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from store_kit import open_store as _open
+from store_kit import token
 
-from dbos._store import open_system_store
 from dbos._store.base import (
     INTERNAL_QUEUE,
     Change,
@@ -23,7 +23,6 @@ from dbos._store.base import (
     Outcome,
     ParentLink,
     Payload,
-    StoreSettings,
     SystemStore,
     Write,
 )
@@ -32,30 +31,6 @@ from dbos.error import DBOSValidationError
 # ---------------------------------------------------------------------------------------------------------------
 # Fixtures and helpers
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _open(url: str, role: str = "executor") -> SystemStore:
-    return open_system_store(url, StoreSettings(role=role, poll_ceiling_s=0.05))  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[SystemStore]:
-    s = _open(db_url)
-    s.migrate()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def peer(db_url: str, store: SystemStore) -> Iterator[SystemStore]:
-    """A second store on the same database (another origin, as if another process)."""
-    s = _open(db_url)
-    yield s
-    s.close()
-
-
-def token() -> str:
-    return secrets.token_hex(16)
 
 
 def new_wf(

@@ -12,7 +12,6 @@ import copy
 import dataclasses
 import json
 import os
-import secrets
 import sqlite3
 import threading
 import time
@@ -20,9 +19,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
+from store_kit import open_store as _open
+from store_kit import token
 
 from conftest import create_pg_database, drop_pg_database, pg_url_for, require_pg
-from dbos._store import open_system_store
 from dbos._store.base import (
     INTERNAL_QUEUE,
     Change,
@@ -34,7 +34,6 @@ from dbos._store.base import (
     NewWorkflow,
     Outcome,
     Payload,
-    StoreSettings,
     SystemStore,
     WorkflowQuery,
     WorkflowRow,
@@ -47,26 +46,6 @@ from dbos._store.manage_common import EXPORT_COLUMNS
 # ---------------------------------------------------------------------------------------------------------------
 # Fixtures and helpers
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _open(url: str, role: str = "executor") -> SystemStore:
-    return open_system_store(url, StoreSettings(role=role, poll_ceiling_s=0.05))  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[SystemStore]:
-    s = _open(db_url)
-    s.migrate()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def peer(db_url: str, store: SystemStore) -> Iterator[SystemStore]:
-    """A second store on the same database (another origin, as if another process)."""
-    s = _open(db_url)
-    yield s
-    s.close()
 
 
 @pytest.fixture
@@ -88,10 +67,6 @@ def other(other_url: str) -> Iterator[SystemStore]:
     s.migrate()
     yield s
     s.close()
-
-
-def token() -> str:
-    return secrets.token_hex(16)
 
 
 def new_wf(

@@ -9,16 +9,15 @@ Stored rows are observed through the protocol only: `consume_message` on the des
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from store_kit import token
 
-from dbos._store import open_system_store
 from dbos._store.base import (
     Change,
     ClaimRequest,
@@ -32,7 +31,6 @@ from dbos._store.base import (
     Outcome,
     Payload,
     SendResult,
-    StoreSettings,
     SystemStore,
     Write,
     digest,
@@ -44,30 +42,6 @@ from dbos.error import DBOSValidationError
 # ---------------------------------------------------------------------------------------------------------------
 # Fixtures and helpers (copied from test_conformance.py; no shared conftest in tests/store)
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _open(url: str, role: str = "executor") -> SystemStore:
-    return open_system_store(url, StoreSettings(role=role, poll_ceiling_s=0.05))  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[SystemStore]:
-    s = _open(db_url)
-    s.migrate()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def peer(db_url: str, store: SystemStore) -> Iterator[SystemStore]:
-    """A second store on the same database (another origin, as if another process)."""
-    s = _open(db_url)
-    yield s
-    s.close()
-
-
-def token() -> str:
-    return secrets.token_hex(16)
 
 
 def new_wf(workflow_id: str | None = None, *, status: str = "PENDING", **kw: Any) -> NewWorkflow:

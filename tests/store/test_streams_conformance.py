@@ -9,15 +9,14 @@ every stream row, end markers included).
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from store_kit import token
 
-from dbos._store import open_system_store
 from dbos._store.base import (
     Change,
     ClaimRequest,
@@ -27,7 +26,6 @@ from dbos._store.base import (
     NewWorkflow,
     Outcome,
     Payload,
-    StoreSettings,
     StreamRead,
     StreamWrite,
     SystemStore,
@@ -39,30 +37,6 @@ from dbos.error import DBOSValidationError
 # ---------------------------------------------------------------------------------------------------------------
 # Fixtures and helpers (copied from test_messages_conformance.py; no shared conftest in tests/store)
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _open(url: str, role: str = "executor") -> SystemStore:
-    return open_system_store(url, StoreSettings(role=role, poll_ceiling_s=0.05))  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[SystemStore]:
-    s = _open(db_url)
-    s.migrate()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def peer(db_url: str, store: SystemStore) -> Iterator[SystemStore]:
-    """A second store on the same database (another origin, as if another process)."""
-    s = _open(db_url)
-    yield s
-    s.close()
-
-
-def token() -> str:
-    return secrets.token_hex(16)
 
 
 def new_wf(workflow_id: str | None = None, *, status: str = "PENDING", **kw: Any) -> NewWorkflow:
