@@ -21,10 +21,9 @@ from psycopg import sql
 from . import base, records
 from . import manage_common as mc
 from . import postgres_manage as pm
-from . import postgres_messages as pmsg
-from . import postgres_streams as pstream
 from . import queue_defs as qd
 from . import textcheck as tc
+from .postgres_comm_api import CommMethods
 from .postgres_conn import (
     advisory_key,
     check_server,
@@ -38,6 +37,7 @@ from .postgres_conn import (
 from .postgres_defs import build_def_statements, update_once, upsert_once
 from .postgres_errors import classify_pg_error, with_retries
 from .postgres_live import Clock, LivenessConnection, OwnBackends
+from .postgres_manage_api import ManageMethods
 from .postgres_manage_sql import ManageStatements
 from .postgres_messages_sql import MessageStatements
 from .postgres_migrate import current_plan, reset_postgres, run_migrations
@@ -88,7 +88,7 @@ MAX_PAYLOAD_LIMIT = 268_435_456  # every payload up to 256 MiB must be storable 
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class PostgresStore:
+class PostgresStore(ManageMethods, CommMethods):
     backend: Literal["sqlite", "postgres"] = "postgres"
 
     def __init__(self, url: str, settings: base.StoreSettings) -> None:
@@ -450,171 +450,6 @@ class PostgresStore:
             return base.OutcomeResult(False, None), None
         return records.refused_outcome(cur[0], cur[1], params["status"], params["claim_token"]), None
 
-    def list_workflows(self, query: base.WorkflowQuery) -> list[base.WorkflowRow]:
-        mc.check_query(query)
-        if self._msql.is_empty(query):
-            return []
-
-        def once(conn: Conn) -> list[base.WorkflowRow]:
-            rows = pm.list_workflows(conn, self._msql, query)
-            self._count("list_workflows", read=True)
-            return rows
-
-        return self._pooled("list_workflows", once)
-
-    # management --------------------------------------------------------------------------------------------------
-
-    def cancel_workflows(
-        self, workflow_ids: Sequence[str], *, cancel_children: bool, reason: base.CancelReason
-    ) -> list[str]:
-        mc.check_ids(workflow_ids)
-        if reason not in ("user", "deadline"):
-            raise mc.invalid(f"reason must be 'user' or 'deadline', got {reason!r}")
-        if not workflow_ids:
-            return []
-        ids = list(dict.fromkeys(workflow_ids))
-
-        def once(conn: Conn) -> tuple[list[str], list[base.Change]]:
-            out = pm.cancel_workflows(conn, self._msql, ids, cancel_children, reason)
-            self._count("cancel_workflows", commit=True)
-            return out
-
-        changed, changes = self._pooled("cancel_workflows", once)
-        self._publish(changes)
-        return changed
-
-    def cancel_expired(self, application_name: str | None, *, limit: int = 1000) -> list[str]:
-        records.check_opt_name(application_name, "application name")
-        mc.check_count(limit, "limit")
-        if limit == 0:
-            return []
-
-        def once(conn: Conn) -> tuple[list[str], list[base.Change]]:
-            out = pm.cancel_expired(conn, self._msql, application_name, limit)
-            self._count("cancel_expired", commit=True)
-            return out
-
-        changed, changes = self._pooled("cancel_expired", once)
-        self._publish(changes)
-        return changed
-
-    def next_deadline(self, application_name: str | None) -> int | None:
-        records.check_opt_name(application_name, "application name")
-
-        def once(conn: Conn) -> int | None:
-            out = pm.next_deadline(conn, self._msql, application_name)
-            self._count("next_deadline", read=True)
-            return out
-
-        return self._pooled("next_deadline", once)
-
-    def resume_workflows(self, workflow_ids: Sequence[str], *, queue_name: str | None) -> base.ResumeResult:
-        mc.check_ids(workflow_ids)
-        records.check_opt_name(queue_name, "queue name")
-        if not workflow_ids:
-            return base.ResumeResult(None, [])
-        ids = list(workflow_ids)
-
-        def once(conn: Conn) -> tuple[base.ResumeResult, list[base.Change]]:
-            out = pm.resume_workflows(conn, self._msql, ids, queue_name)
-            self._count("resume_workflows", commit=True)
-            return out
-
-        result, changes = self._pooled("resume_workflows", once)
-        self._publish(changes)
-        return result
-
-    def fork_workflow(self, spec: base.ForkSpec) -> base.InsertResult:
-        mc.check_fork(spec)
-        tc.check_name(spec.creator_token, "creator token")
-        mc.check_opt_count(spec.timeout_ms, "timeout_ms")
-
-        def once(conn: Conn) -> tuple[base.InsertResult, list[base.Change]]:
-            out = pm.fork_workflow(conn, self._msql, spec)
-            self._count("fork_workflow", commit=True)
-            return out
-
-        result, changes = self._pooled("fork_workflow", once)
-        self._publish(changes)
-        return result
-
-    def delete_workflows(
-        self, workflow_ids: Sequence[str], *, delete_children: bool, only_terminal: bool = False
-    ) -> list[str]:
-        mc.check_ids(workflow_ids)
-        if not workflow_ids:
-            return []
-        ids = list(dict.fromkeys(workflow_ids))
-
-        def once(conn: Conn) -> tuple[list[str], list[base.Change]]:
-            out = pm.delete_workflows(conn, self._msql, ids, delete_children, only_terminal)
-            self._count("delete_workflows", commit=True)
-            return out
-
-        deleted, changes = self._pooled("delete_workflows", once)
-        self._publish(changes)
-        return deleted
-
-    def gc_select(
-        self,
-        application_name: str | None,
-        *,
-        cutoff_ms: int | None,
-        keep_last: int | None,
-        limit: int = 10_000,
-    ) -> list[str]:
-        records.check_opt_name(application_name, "application name")
-        mc.check_gc(cutoff_ms, keep_last, limit)
-
-        def once(conn: Conn) -> list[str]:
-            out = pm.gc_select(conn, self._msql, application_name, cutoff_ms, keep_last, limit)
-            self._count("gc_select", read=True)
-            return out
-
-        return self._pooled("gc_select", once)
-
-    def prune_executors(self, before_ms: int) -> int:
-        mc.check_opt_time(before_ms, "before_ms")
-
-        def once(conn: Conn) -> int:
-            out = pm.prune_executors(conn, self._msql, before_ms)
-            self._count("prune_executors", commit=True)
-            return out
-
-        return self._pooled("prune_executors", once)
-
-    def export_workflows(self, workflow_ids: Sequence[str], *, include_children: bool) -> base.ExportBundle:
-        mc.check_ids(workflow_ids)
-        ids = list(dict.fromkeys(workflow_ids))
-
-        def once(conn: Conn) -> base.ExportBundle:
-            out = pm.export_workflows(conn, self._msql, ids, include_children)
-            self._count("export_workflows", read=True)
-            return out
-
-        return self._pooled("export_workflows", once)
-
-    def import_workflows(self, bundle: base.ExportBundle, *, creator_token: str) -> base.ImportResult:
-        mc.check_bundle(bundle)
-        mc.check_bundle_unique(bundle)
-        tc.check_name(creator_token, "creator token")
-        result, changes = self._pooled(
-            "import_workflows",
-            lambda conn: pm.import_workflows(conn, self._msql, bundle, creator_token, self._count),
-        )
-        self._publish(changes)
-        return result
-
-    def try_maintenance_lease(self, name: str, holder: str, ttl_ms: int) -> bool:
-        mc.check_lease(name, holder, ttl_ms)
-
-        def once(conn: Conn) -> bool:
-            out = pm.try_maintenance_lease(conn, self._msql, name, holder, ttl_ms)
-            self._count("try_maintenance_lease", commit=True)
-            return out
-
-        return self._pooled("try_maintenance_lease", once)
-
     # steps -----------------------------------------------------------------------------------------------------
 
     def load_checkpoints(self, workflow_ids: Sequence[str]) -> dict[str, dict[int, base.StepRow]]:
@@ -683,146 +518,6 @@ class PostgresStore:
             return rows
 
         return self._pooled("list_steps", once)
-
-    # messages and events ----------------------------------------------------------------------------------------
-
-    def send_messages(
-        self,
-        msgs: Sequence[base.NewMessage],
-        *,
-        send_to_forks: bool,
-        checkpoint: tuple[base.Fence, base.NewStep] | None,
-    ) -> base.SendResult:
-        for m in msgs:
-            tc.check_id(m.message_id, "message ID")
-            tc.check_id(m.destination_id, "destination workflow ID")
-            if m.topic is not None:
-                tc.check_storable_text(m.topic, tc.MAX_NAME_BYTES, "topic")
-            records.check_serializer(m.payload)
-        if checkpoint is not None:
-            records.check_fence(checkpoint[0])
-            records.check_step(checkpoint[1])
-        elif not msgs:
-            return base.SendResult(None, base.Write.APPLIED)
-        params = pmsg.send_params(msgs, checkpoint)
-
-        def once(conn: Conn) -> tuple[base.SendResult, list[base.Change]]:
-            result, changes, trips = pmsg.send_messages(
-                conn, self._esql, msgs, params, send_to_forks=send_to_forks, checkpoint=checkpoint
-            )
-            self._count("send_messages", round_trips=trips, commit=True)
-            return result, changes
-
-        result, changes = self._pooled("send_messages", once)
-        self._publish(changes)
-        return result
-
-    def consume_message(self, fence: base.Fence, step: base.NewStep, topic: str | None) -> base.ConsumeResult:
-        records.check_fence(fence)
-        records.check_step(step)
-        if topic is not None:
-            tc.check_storable_text(topic, tc.MAX_NAME_BYTES, "topic")
-
-        def once(conn: Conn) -> base.ConsumeResult:
-            result, trips = pmsg.consume_message(conn, self._esql, fence, step, topic)
-            self._count("consume_message", round_trips=trips, commit=True)
-            return result
-
-        return self._pooled("consume_message", once)
-
-    def set_event(
-        self,
-        fence: base.Fence,
-        key: str,
-        value: base.Payload,
-        *,
-        history_step_id: int,
-        checkpoint: base.NewStep | None,
-    ) -> base.Write:
-        records.check_fence(fence)
-        tc.check_storable_text(key, tc.MAX_NAME_BYTES, "event key")
-        records.check_serializer(value)
-        if checkpoint is not None:
-            records.check_step(checkpoint)
-
-        def once(conn: Conn) -> tuple[base.Write, list[base.Change]]:
-            write, changes, trips = pmsg.set_event(
-                conn, self._esql, fence, key, value, history_step_id, checkpoint
-            )
-            self._count("set_event", round_trips=trips, commit=True)
-            return write, changes
-
-        write, changes = self._pooled("set_event", once)
-        self._publish(changes)
-        return write
-
-    def get_event(self, workflow_id: str, key: str) -> base.EventRead:
-        tc.check_id(workflow_id)
-        tc.check_storable_text(key, tc.MAX_NAME_BYTES, "event key")
-        params = {"workflow_id": workflow_id, "key_digest": base.digest(key)}
-        row = self._pooled(
-            "get_event",
-            lambda conn: self._one(conn, "get_event", self._esql.get_event, params, write=False),
-        )
-        assert row is not None
-        return pmsg.event_read(row)
-
-    def get_all_events(self, workflow_id: str) -> dict[str, base.Payload]:
-        tc.check_id(workflow_id)
-        params = {"workflow_id": workflow_id}
-        rows = self._pooled(
-            "get_all_events",
-            lambda conn: self._all(conn, "get_all_events", self._esql.get_all_events, params, write=False),
-        )
-        return pmsg.all_events(rows)
-
-    def write_stream(
-        self,
-        fence: base.Fence,
-        key: str,
-        value: base.Payload | None,
-        *,
-        writer_step_id: int,
-        step_seq: int | None,
-        checkpoint: base.NewStep | None,
-    ) -> base.StreamWrite:
-        records.check_fence(fence)
-        tc.check_storable_text(key, tc.MAX_NAME_BYTES, "stream key")
-        records.check_serializer(value)
-        mc.check_count(writer_step_id, "writer_step_id")
-        mc.check_opt_count(step_seq, "step_seq")
-        if checkpoint is not None:
-            records.check_step(checkpoint)
-
-        def once(conn: Conn) -> tuple[base.StreamWrite, list[base.Change]]:
-            result, changes, trips = pstream.write_stream(
-                conn, self._ssql, fence, key, value, writer_step_id, step_seq, checkpoint
-            )
-            self._count("write_stream", round_trips=trips, commit=True)
-            return result, changes
-
-        result, changes = self._pooled("write_stream", once)
-        self._publish(changes)
-        return result
-
-    def read_stream(
-        self, workflow_id: str, key: str, *, from_offset: int, limit: int = 1000
-    ) -> base.StreamRead:
-        tc.check_id(workflow_id)
-        tc.check_storable_text(key, tc.MAX_NAME_BYTES, "stream key")
-        mc.check_count(from_offset, "from_offset")
-        mc.check_count(limit, "limit", 1)
-        params = {
-            "workflow_id": workflow_id,
-            "key_digest": base.digest(key),
-            "from_offset": from_offset,
-            "limit": limit,
-        }
-        rows = self._pooled(
-            "read_stream",
-            lambda conn: self._all(conn, "read_stream", self._ssql.read, params, write=False),
-        )
-        return pstream.stream_read(rows)
 
     # claims ----------------------------------------------------------------------------------------------------
 
