@@ -9,7 +9,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Generic, TypedDict, TypeVar
 
 from typing_extensions import Required
@@ -417,6 +417,39 @@ class DBOSClient:
                     yield self._serializers.deserialize_value(payload)
 
         return values()
+
+    def read_stream_offset(
+        self, workflow_id: str, key: str, offset: int, *, timeout_seconds: float | None = None
+    ) -> Any:
+        """The value at `offset`, waiting for it; DBOSStreamTimeoutError if the stream ended before it (04 §11)."""
+        from ._engine.streams import check_offset
+        from .error import DBOSStreamTimeoutError
+
+        target = check_offset(offset)
+        for value in self.read_stream(workflow_id, key, offset=target, timeout_seconds=timeout_seconds):
+            return value
+        raise DBOSStreamTimeoutError(
+            workflow_id, key, timeout_seconds, f"stream ended before offset {target}"
+        )
+
+    async def read_stream_async(
+        self, workflow_id: str, key: str, *, offset: int = 0, timeout_seconds: float | None = None
+    ) -> AsyncIterator[Any]:
+        """The async iterator twin of `read_stream`; each value is fetched on a worker thread."""
+        it = self.read_stream(workflow_id, key, offset=offset, timeout_seconds=timeout_seconds)
+        done = object()
+        while True:
+            value = await asyncio.to_thread(next, it, done)
+            if value is done:
+                return
+            yield value
+
+    async def read_stream_offset_async(
+        self, workflow_id: str, key: str, offset: int, *, timeout_seconds: float | None = None
+    ) -> Any:
+        return await asyncio.to_thread(
+            self.read_stream_offset, workflow_id, key, offset, timeout_seconds=timeout_seconds
+        )
 
     def get_all_events(self, workflow_id: str) -> dict[str, Any]:
         raw = self._db.get_all_events(check_identifier(workflow_id, "workflow_id"))

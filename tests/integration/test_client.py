@@ -295,3 +295,22 @@ def test_stream_reader_in_another_process(dbos: Any, db_url: str) -> None:
 
     assert json.loads(out.stdout.strip().splitlines()[-1]) == list(range(30))
     h.get_result()
+
+
+def test_client_stream_offset_and_async(client: Any) -> None:
+    from dbos.error import DBOSStreamTimeoutError
+
+    with SetWorkflowID("cl-offset"):
+        DBOS.start_workflow(client_streamer, 5).get_result()
+    assert client.read_stream_offset("cl-offset", "out", 3) == 3
+    with pytest.raises(DBOSStreamTimeoutError) as info:
+        client.read_stream_offset("cl-offset", "out", 10)
+    assert "ended" in str(info.value)
+
+    async def collect() -> list[Any]:
+        return [v async for v in client.read_stream_async("cl-offset", "out", offset=2)]
+
+    import asyncio
+
+    assert asyncio.run(collect()) == [2, 3, 4]
+    assert asyncio.run(client.read_stream_offset_async("cl-offset", "out", 0)) == 0
