@@ -62,13 +62,6 @@ def load_checkpoints(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, 
     return out
 
 
-def list_steps(conn: sqlite3.Connection, workflow_id: str) -> list[base.StepRow]:
-    cur = conn.execute(
-        f"SELECT {STEP_COLUMNS} FROM dbos_steps WHERE workflow_id = ? ORDER BY step_id", (workflow_id,)
-    )
-    return [step_row(r) for r in cur.fetchall()]
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Workflows
 # ---------------------------------------------------------------------------------------------------------------
