@@ -346,14 +346,10 @@ class DBOSClient:
         *,
         send_to_forks: bool = False,
     ) -> None:
+        from ._engine.messaging import check_send_args
         from ._store.base import NewMessage, message_id_for_key
-        from ._validation import check_topic
 
-        dest = check_identifier(destination_id, "destination_id")
-        t = check_topic(topic, "topic")
-        key = None if idempotency_key is None else check_identifier(idempotency_key, "idempotency_key")
-        if not isinstance(send_to_forks, bool):
-            raise DBOSValidationError(f"send_to_forks must be a bool, got {show(send_to_forks)}")
+        dest, t, key = check_send_args(destination_id, topic, idempotency_key, send_to_forks)
         payload = self._serializers.serialize_value(message, what="message", max_bytes=self._max_payload)
         mid = message_id_for_key(dest, key) if key is not None else "u:" + uuid.uuid4().hex
         res = self._db.send_messages(

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from store_kit import token
+from store_kit import fence_of, new_wf, pending, token
 
 from dbos._store.base import (
     Change,
@@ -27,7 +27,6 @@ from dbos._store.base import (
     ForkSpec,
     NewMessage,
     NewStep,
-    NewWorkflow,
     Outcome,
     Payload,
     SendResult,
@@ -38,38 +37,6 @@ from dbos._store.base import (
     topic_digest,
 )
 from dbos.error import DBOSValidationError
-
-# ---------------------------------------------------------------------------------------------------------------
-# Fixtures and helpers (copied from test_conformance.py; no shared conftest in tests/store)
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def new_wf(workflow_id: str | None = None, *, status: str = "PENDING", **kw: Any) -> NewWorkflow:
-    owner = ("exec-a", 1, token()) if status == "PENDING" else None
-    return NewWorkflow(
-        workflow_id=workflow_id or f"wf-{token()}",
-        name=kw.pop("name", "wf"),
-        class_name=None,
-        config_name=None,
-        inputs=Payload('{"args": []}', "json"),
-        receiver=None,
-        status=status,  # type: ignore[arg-type]
-        owner=owner,
-        creator_token=token(),
-        **kw,
-    )
-
-
-def fence_of(new: NewWorkflow) -> Fence:
-    assert new.owner is not None
-    return Fence(new.workflow_id, new.owner[2])
-
-
-def pending(store: SystemStore, workflow_id: str | None = None, **kw: Any) -> Fence:
-    """Insert a PENDING workflow owned by this test and return its fence."""
-    new = new_wf(workflow_id, **kw)
-    assert store.insert_workflow(new).kind == "created"
-    return fence_of(new)
 
 
 def step(step_id: int, *, write_token: str | None = None, output: str | None = "1", **kw: Any) -> NewStep:

@@ -103,17 +103,25 @@ def _message_id(ctx: ContextState, destination: str, key: str | None) -> str:
     return "u:" + uuid.uuid4().hex
 
 
+def check_send_args(
+    destination_id: Any, topic: Any, idempotency_key: Any, send_to_forks: Any
+) -> tuple[str, str | None, str | None]:
+    """The validated (destination, topic, idempotency key) of a send (04 §1.2), shared with DBOSClient."""
+    dest = check_identifier(destination_id, "destination_id")
+    t = check_topic(topic, "topic")
+    key = None if idempotency_key is None else check_identifier(idempotency_key, "idempotency_key")
+    if not isinstance(send_to_forks, bool):
+        raise _fail("send_to_forks", send_to_forks, "must be a bool")
+    return dest, t, key
+
+
 def plan_send(
     engine: Engine, destination_id: Any, message: Any, topic: Any, idempotency_key: Any, send_to_forks: Any
 ) -> SendPlan:
     """Validate, serialize and take the step ID (synchronously, before any I/O)."""
     ctx = current_or_empty()
     _refuse_in_transaction(ctx, "send")
-    dest = check_identifier(destination_id, "destination_id")
-    t = check_topic(topic, "topic")
-    key = None if idempotency_key is None else check_identifier(idempotency_key, "idempotency_key")
-    if not isinstance(send_to_forks, bool):
-        raise _fail("send_to_forks", send_to_forks, "must be a bool")
+    dest, t, key = check_send_args(destination_id, topic, idempotency_key, send_to_forks)
     payload = _serialize(engine, message, "message")
     call = begin_step(SEND) if _body(ctx) is not None else None
     msg = NewMessage(_message_id(ctx, dest, key), dest, t, payload)
