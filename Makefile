@@ -28,7 +28,7 @@ types: $(STAMP)
 	$(BIN)/mypy --strict src
 
 test: $(STAMP) postgres lint types
-	$(BIN)/python -m pytest -q -x -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -x -p no:cacheprovider -n 3 --dist loadscope tests
 
 bench: $(STAMP) postgres
 	$(BIN)/python benchmarks/run.py

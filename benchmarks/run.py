@@ -54,10 +54,23 @@ SCENARIO_FIGURES = {
     "send_recv_round_trip": ["send_recv_round_trip_ms"],
     "event_round_trip": ["event_round_trip_ms"],
     "send_recv_cross_process": ["send_recv_cross_process_ms"],
+    "store_counts": [
+        "writes_per_empty_workflow",
+        "commits_per_step",
+        "round_trips_per_step",
+        "reads_per_recovered_workflow",
+        "batch_size_p50",
+        "batch_size_p99",
+        "commits_per_step_concurrent",
+        "idle_statements_per_s",
+    ],
 }
+CONTROL_SCENARIOS = ("cancel_to_wake", "deadline_to_wake", "list_100_of_100k")
+# The storage counters of spec 07 §10.2 (`stats()`), which are not public API.
+COUNT_SCENARIOS = ("store_counts",)
 # dbosx-only scenarios: the reference has nothing comparable (it does not wake a sleeping workflow on cancel or
-# timeout), so --compare does not run it for these.
-DBOSX_ONLY = ("cancel_to_wake", "deadline_to_wake", "list_100_of_100k")
+# timeout, and has no store counters), so --compare does not run it for these.
+DBOSX_ONLY = CONTROL_SCENARIOS + COUNT_SCENARIOS
 QUEUE_SCENARIOS = ("enqueue_to_start", "enqueue_cross", "queue_throughput", "enqueue_rate")
 # Queue scenarios whose result depends on the polling interval: the reference runs once per --ref-polls entry.
 POLL_SCENARIOS = ("enqueue_to_start", "enqueue_cross", "queue_throughput")
@@ -65,8 +78,9 @@ REF_DEFAULT_POLL_S = 1.0  # the reference's default polling_interval_sec
 GROUPS = {
     "core": ["commit", "sequential", "start_get_result", "recovery", "rss"],
     "queues": list(QUEUE_SCENARIOS),
-    "control": list(DBOSX_ONLY),
+    "control": list(CONTROL_SCENARIOS),
     "messaging": ["send_recv_round_trip", "event_round_trip", "send_recv_cross_process"],
+    "counts": list(COUNT_SCENARIOS),
 }
 FIGURE_SCENARIO = {f: s for s, fs in SCENARIO_FIGURES.items() for f in fs}
 UNITS = {
@@ -86,6 +100,14 @@ UNITS = {
     "send_recv_round_trip_ms": "ms",
     "event_round_trip_ms": "ms",
     "send_recv_cross_process_ms": "ms",
+    "writes_per_empty_workflow": "writes/workflow",
+    "commits_per_step": "commits/step",
+    "round_trips_per_step": "round_trips/step",
+    "reads_per_recovered_workflow": "reads/workflow",
+    "batch_size_p50": "ops/batch",
+    "batch_size_p99": "ops/batch",
+    "commits_per_step_concurrent": "commits/step",
+    "idle_statements_per_s": "statements/s",
 }
 HIGHER_IS_BETTER = ("queue_throughput_wf_per_s", "enqueue_rate_per_s")
 
@@ -113,7 +135,41 @@ def target_of(figure: str, backend: str, commit_us: float | None, n: int) -> tup
         return "median < 5 ms", 5.0
     if figure == "send_recv_cross_process_ms" and backend == "postgres":
         return "median < 10 ms", 10.0
+    # Spec 07 §10.1 and §10.2 rule 2 (exact counts), §8 (group commit under load), §10.1 rule 2 (idle load).
+    if figure == "writes_per_empty_workflow":
+        return "== 2 (k + 2 writes for k = 0 steps)", 2.0
+    if figure == "commits_per_step":
+        return "== 1", 1.0
+    if figure == "round_trips_per_step" and backend == "postgres":
+        return "== 1", 1.0
+    if figure == "reads_per_recovered_workflow":
+        return "== 1 load_checkpoints", 1.0
+    if figure == "commits_per_step_concurrent":
+        if backend == "sqlite":
+            return "< 1/3 (fewer than 2,000/3 write transactions for 2,000 steps)", 1 / 3
+        return "< 1/2 (fewer than 2,000/2 write transactions for 2,000 steps, pool of 20)", 1 / 2
+    if figure == "idle_statements_per_s" and backend == "postgres":
+        return "<= 5 (spec: averaged over 60 s)", 5.0
     return None
+
+
+# How a value is judged against its target's limit; every other figure meets it with value <= limit.
+TARGET_CMP = {
+    "writes_per_empty_workflow": "==",
+    "commits_per_step": "==",
+    "round_trips_per_step": "==",
+    "reads_per_recovered_workflow": "==",
+    "commits_per_step_concurrent": "<",
+}
+
+
+def meets(figure: str, value: float, limit: float) -> bool:
+    cmp = TARGET_CMP.get(figure, "<=")
+    if cmp == "==":
+        return abs(value - limit) < 1e-9
+    if cmp == "<":
+        return value < limit
+    return value <= limit
 
 
 def ratio_target_of(figure: str, variant: str | None) -> tuple[str, float] | None:
@@ -157,6 +213,7 @@ class Runner:
             "send_recv_round_trip": (a.n_messages, 5),
             "event_round_trip": (a.n_messages, 5),
             "send_recv_cross_process": (a.n_messages, 5),
+            "store_counts": (a.n_counts, 5),
         }[scenario]
 
     # --- databases ------------------------------------------------------------------------------------------
@@ -201,6 +258,8 @@ class Runner:
                 cmd += ["--poll", f"{poll:g}"]
             if scenario == "queue_throughput":
                 cmd += ["--confirm", self.args.throughput_confirm]
+        if scenario == "store_counts":
+            cmd += ["--idle-window-s", f"{self.args.idle_window_s:g}"]
         t0 = time.perf_counter()
         try:
             out, err, rc = _run(cmd, self.args.timeout, cwd=tempfile.gettempdir())
@@ -265,7 +324,7 @@ class Runner:
             out["target"] = target[0]
             if value is not None and target[1] is not None:
                 out["target_value"] = target[1]
-                out["meets_target"] = value <= target[1]
+                out["meets_target"] = meets(figure, value, target[1])
         # The same target against the raw commit interleaved with the scenario, which saw the same machine
         # conditions (the commit_us line ran earlier, in its own process, with nothing in between).
         probe_target = target_of(figure, backend, probe, out["n"]) if probe else None
@@ -448,6 +507,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n-messages", type=int, default=100, help="message and event round trips (100)")
     p.add_argument("--n-control", type=int, default=30, help="cancel/deadline wake and list samples (30)")
     p.add_argument(
+        "--n-counts",
+        type=int,
+        default=200,
+        help="store_counts: sequential workflows of each kind and concurrent 10-step workflows; half as many "
+        "are recovered (200)",
+    )
+    p.add_argument(
+        "--idle-window-s",
+        type=float,
+        default=10,
+        help="store_counts: idle window for idle_statements_per_s (10; the spec's budget is over 60 s)",
+    )
+    p.add_argument(
         "--queue-budget-s",
         type=float,
         default=40,
@@ -474,7 +546,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--only",
-        help="comma-separated scenarios, figures or groups (core, queues, control, messaging) to run; overrides --figures. "
+        help="comma-separated scenarios, figures or groups (core, queues, control, messaging, counts) to run; "
+        "overrides --figures. "
         f"Scenarios: {', '.join(SCENARIO_FIGURES)}",
     )
     p.add_argument("--warmup", type=int, default=30, help="untimed warm-up iterations (30)")
@@ -489,6 +562,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         a.queue_budget_s = min(a.queue_budget_s, 15)
         a.n_control = 10
         a.n_messages = 20
+        a.n_counts = 50
+        a.idle_window_s = min(a.idle_window_s, 3)
     polls: list[float | None] = []
     for x in a.ref_polls.split(","):
         x = x.strip()

@@ -37,6 +37,7 @@ import time
 from typing import Any
 
 from control_scenarios import CONTROL_SCENARIOS
+from count_scenarios import COUNT_OPTS, COUNT_SCENARIOS
 from messaging_scenarios import MESSAGING_SCENARIOS
 
 from dbos import DBOS, SetWorkflowID
@@ -832,7 +833,7 @@ SCENARIOS = {
 SCENARIOS.update(
     {
         name: functools.partial(fn, _launch)
-        for name, fn in {**CONTROL_SCENARIOS, **MESSAGING_SCENARIOS}.items()
+        for name, fn in {**CONTROL_SCENARIOS, **MESSAGING_SCENARIOS, **COUNT_SCENARIOS}.items()
     }
 )
 QUEUE_SCENARIOS = {
@@ -879,8 +880,15 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="queues: Queue(...) or DBOS.register_queue(...); auto: register_queue for the reference only",
     )
+    p.add_argument(
+        "--idle-window-s",
+        type=float,
+        default=10.0,
+        help="store_counts: idle window for idle_statements_per_s",
+    )
     a = p.parse_args(argv)
     DECLARE["how"] = a.declare
+    COUNT_OPTS["idle_window_s"] = a.idle_window_s
     if a.scenario in QUEUE_SCENARIOS:
         result = QUEUE_SCENARIOS[a.scenario](a.backend, a.db_url, a.n, a.warmup, a)
         for fig in result.get("figures", {}).values():

@@ -89,11 +89,23 @@ def dbos_config(db_url: str) -> dict[str, Any]:
     }
 
 
+def _restore_module_queues(module: Any) -> None:
+    """Queues declared at a test module's top level, cleared meanwhile by another module's fixture (test order
+    varies under xdist), are declared again before launch."""
+    from dbos import Queue
+    from dbos._queues.queue import QUEUES
+
+    for value in vars(module).values():
+        if isinstance(value, Queue) and not value.database_backed and QUEUES.get(value.name) is None:
+            QUEUES.add(value)
+
+
 @pytest.fixture
-def dbos(dbos_config: dict[str, Any]) -> Iterator[Any]:
+def dbos(dbos_config: dict[str, Any], request: pytest.FixtureRequest) -> Iterator[Any]:
     from dbos import DBOS
 
     DBOS.destroy()
+    _restore_module_queues(request.module)
     DBOS(config=dbos_config)  # type: ignore[arg-type]
     DBOS.launch()
     try:

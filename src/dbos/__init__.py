@@ -19,7 +19,15 @@ from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._queues.queue import Queue, QueueRateLimit
 from ._queues.stats import QueueStats
 from ._serialization import PortableWorkflowError, Serializer
-from ._types import ExecutorInfo, StepInfo, StepStatus, WorkflowList, WorkflowStatus, WorkflowStatusString
+from ._types import (
+    ExecutorInfo,
+    StepInfo,
+    StepStatus,
+    VersionInfo,
+    WorkflowList,
+    WorkflowStatus,
+    WorkflowStatusString,
+)
 
 __all__ = [
     "DBOS",
@@ -43,6 +51,7 @@ __all__ = [
     "SetWorkflowTimeout",
     "StepInfo",
     "StepStatus",
+    "VersionInfo",
     "WorkflowHandle",
     "WorkflowHandleAsync",
     "WorkflowList",

@@ -19,7 +19,7 @@ from ._context import DuplicationPolicy, take_pending_id
 from ._serialization import SerializerSet
 from ._store import open_system_store
 from ._store.base import TERMINAL_STATUSES, NewWorkflow, StoreError, StoreSettings, SystemStore
-from ._types import ExecutorInfo, StepInfo, WorkflowList, WorkflowStatus
+from ._types import ExecutorInfo, StepInfo, VersionInfo, WorkflowList, WorkflowStatus
 from ._validation import (
     check_count,
     check_identifier,
@@ -517,6 +517,25 @@ class DBOSClient:
 
     async def list_executors_async(self, *, include_inactive: bool = False) -> list[ExecutorInfo]:
         return await asyncio.to_thread(self.list_executors, include_inactive=include_inactive)
+
+    # --- application versions (05 §7 rule 8), for the client's application_name ------------------------------
+    def list_application_versions(self) -> list[VersionInfo]:
+        return mg.list_versions(self._ops())
+
+    async def list_application_versions_async(self) -> list[VersionInfo]:
+        return await asyncio.to_thread(self.list_application_versions)
+
+    def get_latest_application_version(self) -> VersionInfo:
+        return mg.latest_version(self._ops())
+
+    async def get_latest_application_version_async(self) -> VersionInfo:
+        return await asyncio.to_thread(self.get_latest_application_version)
+
+    def set_latest_application_version(self, version_name: str) -> None:
+        mg.set_latest_version(self._ops(), version_name)
+
+    async def set_latest_application_version_async(self, version_name: str) -> None:
+        await asyncio.to_thread(self.set_latest_application_version, version_name)
 
     # --- async twins of the management calls ---------------------------------------------------------------
     async def cancel_workflow_async(self, workflow_id: str, *, cancel_children: bool = False) -> None:

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from . import _management as mg
 from ._handles import PolledHandle, PolledHandleAsync
-from ._types import ExecutorInfo, StepInfo, WorkflowList
+from ._types import ExecutorInfo, StepInfo, VersionInfo, WorkflowList
 from ._validation import check_polling_interval
 
 T = TypeVar("T")
@@ -221,6 +221,35 @@ class ManagementAPI:
         return await _async(
             "DBOS.listExecutors", lambda o: mg.list_executors(o, include_inactive=include_inactive)
         )
+
+    # --- application versions (05 §7) -----------------------------------------------------------------------
+    @classmethod
+    def list_application_versions(cls) -> list[VersionInfo]:
+        return _sync("list_application_versions", "DBOS.listApplicationVersions", mg.list_versions)
+
+    @classmethod
+    async def list_application_versions_async(cls) -> list[VersionInfo]:
+        return await _async("DBOS.listApplicationVersions", mg.list_versions)
+
+    @classmethod
+    def get_latest_application_version(cls) -> VersionInfo:
+        return _sync("get_latest_application_version", "DBOS.getLatestApplicationVersion", mg.latest_version)
+
+    @classmethod
+    async def get_latest_application_version_async(cls) -> VersionInfo:
+        return await _async("DBOS.getLatestApplicationVersion", mg.latest_version)
+
+    @classmethod
+    def set_latest_application_version(cls, version_name: str) -> None:
+        _sync(
+            "set_latest_application_version",
+            "DBOS.setLatestApplicationVersion",
+            lambda o: mg.set_latest_version(o, version_name),
+        )
+
+    @classmethod
+    async def set_latest_application_version_async(cls, version_name: str) -> None:
+        await _async("DBOS.setLatestApplicationVersion", lambda o: mg.set_latest_version(o, version_name))
 
     # --- retention, export and import ----------------------------------------------------------------------
     @classmethod

@@ -78,8 +78,13 @@ def launch(settings: Settings, registry: Registry, listen: list[str] | None = No
         pass
     engine.deadlines = DeadlineKeeper(engine, settings.heartbeat_interval_s)
     recovery = Recovery(engine)
-    recovery.register()
+    # The dispatcher exists before the registration, which publishes the queues it dispatches.
     engine.dispatcher = Dispatcher(engine, listen)
+    try:
+        recovery.register()
+    except BaseException:
+        engine.dispatcher.stop()
+        raise
     engine.on_capacity = engine.wake_dispatcher
     recovery.scan()
     recovery.start()

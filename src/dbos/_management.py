@@ -20,10 +20,15 @@ from typing import Any
 from ._context import take_pending_id
 from ._handles import status_from_row
 from ._serialization import SerializerSet
-from ._store.base import TERMINAL_STATUSES, ForkSpec, StepRow, SystemStore, WorkflowQuery
-from ._types import ExecutorInfo, StepInfo, WorkflowList, WorkflowStatusString
+from ._store.base import TERMINAL_STATUSES, AppVersionRow, ForkSpec, StepRow, SystemStore, WorkflowQuery
+from ._types import ExecutorInfo, StepInfo, VersionInfo, WorkflowList, WorkflowStatusString
 from ._validation import check_count, check_id_list, check_identifier, check_seconds, show
-from .error import DBOSConflictingWorkflowError, DBOSNonExistentWorkflowError, DBOSValidationError
+from .error import (
+    DBOSConflictingWorkflowError,
+    DBOSException,
+    DBOSNonExistentWorkflowError,
+    DBOSValidationError,
+)
 
 _log = logging.getLogger("dbos")
 EXPORT_FORMAT = "dbos-workflow-export"
@@ -439,6 +444,17 @@ def import_workflow(ops: Ops, data: Any) -> list[str]:
 # --- executors ----------------------------------------------------------------------------------------------
 
 
+def published_queues(text: str) -> dict[str, dict[str, Any]]:
+    """The queues an executor record publishes (queue name -> declared configuration); unreadable means none."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v if isinstance(v, dict) else {} for k, v in value.items()}
+
+
 def list_executors(ops: Ops, *, include_inactive: bool = False) -> list[ExecutorInfo]:
     rows = ops.db.list_executors(include_inactive=bool(include_inactive))
     rows.sort(key=lambda r: (r.executor_id, r.incarnation))
@@ -454,10 +470,49 @@ def list_executors(ops: Ops, *, include_inactive: bool = False) -> list[Executor
             started_at=r.started_at,
             last_heartbeat_at=r.last_heartbeat_at,
             lease_expires_at=r.lease_expires_at,
-            queues={},
+            queues=published_queues(r.queues),
         )
         for r in rows
     ]
+
+
+# --- application versions (05 §7) ----------------------------------------------------------------------------
+
+
+def _version_info(v: AppVersionRow) -> VersionInfo:
+    return VersionInfo(
+        version_id=v.version_id,
+        version_name=v.version_name,
+        version_timestamp=v.version_timestamp,
+        created_at=v.created_at,
+    )
+
+
+def list_versions(ops: Ops) -> list[VersionInfo]:
+    """The application's registered versions, newest first."""
+    return [_version_info(v) for v in ops.db.list_app_versions(ops.application_name)]
+
+
+def latest_version(ops: Ops) -> VersionInfo:
+    versions = ops.db.list_app_versions(ops.application_name)
+    if not versions:
+        raise DBOSException(f"application {ops.application_name!r} has no registered version")
+    return _version_info(versions[0])
+
+
+def set_latest_version(ops: Ops, version_name: Any) -> None:
+    if not isinstance(version_name, str) or not version_name.strip():
+        raise DBOSValidationError(f"version_name must be a non-empty string, got {version_name!r}")
+    if not ops.db.set_latest_app_version(ops.application_name, version_name):
+        raise DBOSException(
+            f"unknown application version {version_name!r} of application {ops.application_name!r}"
+        )
+
+
+def runs_latest_version(db: SystemStore, application_name: str | None, version: str | None) -> bool:
+    """Whether `version` is the application's latest registered version (none registered: it counts as latest)."""
+    versions = db.list_app_versions(application_name)
+    return not versions or versions[0].version_name == version
 
 
 # --- wait_first ---------------------------------------------------------------------------------------------

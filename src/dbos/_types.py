@@ -81,6 +81,15 @@ class StepInfo(TypedDict):
     completed_at_epoch_ms: int | None
 
 
+class VersionInfo(TypedDict):
+    """One registered application version (05 §7); the largest `version_timestamp` is the latest."""
+
+    version_id: str
+    version_name: str
+    version_timestamp: int  # epoch ms
+    created_at: int  # epoch ms
+
+
 @dataclass(frozen=True)
 class ExecutorInfo:
     """One executor incarnation (02 §12)."""

@@ -778,6 +778,8 @@ def test_every_protocol_member_is_exercised() -> None:
         "test_management_conformance.py",
         "test_messages_conformance.py",
         "test_streams_conformance.py",
+        "test_version_gating_conformance.py",
+        "test_versions_conformance.py",
     )
     source = here.read_text() + "".join(here.with_name(name).read_text() for name in others)
     members = [

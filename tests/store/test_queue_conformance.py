@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -434,10 +435,12 @@ def test_head_priority_orders_lanes_before_fairness(store: SystemStore) -> None:
 
 
 def test_big_lane_does_not_starve_a_small_one(store: SystemStore) -> None:
-    lanes = _lanes(store, {"big": 1000})
+    # 10,000 rows in one lane (03 "must be shown"), enqueued by 8 threads so that group commit batches them.
+    with ThreadPoolExecutor(8) as pool:
+        big = list(pool.map(lambda _: enqueue(store, "pq", partition_key="big"), range(10_000)))
     small = enqueue(store, "pq", partition_key="small")
     result = store.claim(preq(max_rows=2))
-    assert ids(result) == [lanes["big"][0], small]
+    assert keys(result) == ["big", "small"] and ids(result)[1] == small and ids(result)[0] in big
     result = store.claim(preq(max_rows=2, global_concurrency=3, partition_concurrency=1))
     assert result.claimed == []  # "big" is at PG 1, "small" is drained
 
@@ -612,8 +615,8 @@ def test_sqlite_claim_plans_use_indexes(tmp_path: Path) -> None:
         s.close()
     conn = sqlite3.connect(str(tmp_path / "plan.sqlite"))
     conn.execute("ANALYZE")
-    params = {"queue": "pq", "names": '["wf"]', "app": None, "version": None, "now": 0, "key": "k1"}
-    params |= {"limit": 5, "offset": 0, "since": 0}
+    params = {"queue": "pq", "names": '["wf"]', "app": None, "version": None, "unversioned": 1, "now": 0}
+    params |= {"key": "k1", "limit": 5, "offset": 0, "since": 0}
 
     def plan(sql: str) -> str:
         return "\n".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall())

@@ -177,7 +177,13 @@ def test_resolve_serializer_builtins() -> None:
         Custom("py_pickle"),
         Custom("a\x00"),
     ],
-    ids=repr,
+    ids=lambda v: (
+        f"Custom({v.name()!r})"
+        if isinstance(v, Custom)
+        else type(v).__name__
+        + ":"
+        + (v if isinstance(v, str) else str(v) if isinstance(v, int) else "instance")
+    ),
 )
 def test_resolve_serializer_rejects(bad: Any) -> None:
     with pytest.raises(DBOSInitializationError, match="serializer"):

@@ -61,7 +61,7 @@ def process_is_gone(row: ExecutorRow) -> bool:
     return start is not None and row.process_start is not None and start != row.process_start
 
 
-def registration(engine: Engine) -> ExecutorRegistration:
+def registration(engine: Engine, queues_json: str = "{}") -> ExecutorRegistration:
     s = engine.settings
     return ExecutorRegistration(
         executor_id=engine.executor_id,
@@ -73,6 +73,7 @@ def registration(engine: Engine) -> ExecutorRegistration:
         process_start=process_start(os.getpid()),
         heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
         lease_ms=int(s.lease_s * 1000),
+        queues_json=queues_json,
     )
 
 
@@ -90,8 +91,13 @@ class Recovery:
 
     # --- startup --------------------------------------------------------------------------------------------
     def register(self) -> None:
-        reg = self.engine.db.register_executor(registration(self.engine))
+        dispatcher = self.engine.dispatcher
+        queues = dispatcher.queues_json() if dispatcher is not None else "{}"
+        reg = self.engine.db.register_executor(registration(self.engine, queues))
         self.engine.incarnation = reg.incarnation
+        if dispatcher is not None:
+            dispatcher.mark_published(queues)
+        self._warn_if_not_latest(reg.latest_version)
         if reg.previous_lease_valid:
             _log.warning(
                 "executor %s was still registered as alive: another live process may use the same executor_id",
@@ -99,6 +105,19 @@ class Recovery:
             )
         for old in reg.superseded:
             self._take_over(self.engine.executor_id, old, require_expired=False)
+
+    def _warn_if_not_latest(self, latest: str | None) -> None:
+        own = self.engine.application_version
+        if latest is None or latest == own:
+            return
+        _log.warning(
+            "application version %r is not the latest version %r of application %r: this executor claims "
+            "version-less work only while no executor of a newer version is live, and does not fire schedules "
+            "into its own version",
+            own,
+            latest,
+            self.engine.settings.name,
+        )
 
     def start(self) -> None:
         t = threading.Thread(target=self._heartbeat_loop, name="dbos-heartbeat", daemon=True)
@@ -139,10 +158,15 @@ class Recovery:
         self.scan()
 
     def _confirm(self) -> None:
+        """Renew the lease, and publish the dispatched queues when they changed (at most one heartbeat after a
+        queue is declared or adopted)."""
         e = self.engine
-        hb = e.db.heartbeat(e.executor_id, e.incarnation)
+        queues = e.dispatcher.queues_to_publish() if e.dispatcher is not None else None
+        hb = e.db.heartbeat(e.executor_id, e.incarnation, queues_json=queues)
         if hb.alive:
             self._last_ok = time.monotonic()
+            if queues is not None:
+                e.dispatcher.mark_published(queues)
         else:
             self._became_zombie(hb.newer_incarnation_alive)
 

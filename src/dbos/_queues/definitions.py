@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from .._management import runs_latest_version
 from .._validation import check_identifier
 from ..error import DBOSException, DBOSValidationError
 from .queue import QUEUES, Queue, QueueConfig, check_queue_name
@@ -64,8 +65,10 @@ def register_queue(name: str, on_conflict: str, settings: dict[str, Any]) -> Que
         raise DBOSException(
             f"queue {checked!r} is declared in memory in this process; it cannot also be registered"
         )
-    # Until application versions are registered (05 §7), this executor counts as running the latest version.
-    overwrite = on_conflict != "never_update"
+    overwrite = on_conflict == "always_update" or (
+        on_conflict == "update_if_latest_version"
+        and runs_latest_version(engine.db, engine.settings.name, engine.application_version)
+    )
     engine.db.upsert_queue(
         checked, config.to_json(), overwrite=overwrite, application_name=engine.settings.name
     )

@@ -7,13 +7,15 @@ expiring, or the queue's fallback poll (`polling_interval_sec`, jittered). There
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import secrets
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from .. import _failpoints as fp
 from .._engine.engine import Engine
@@ -22,12 +24,14 @@ from .._store.base import INTERNAL_QUEUE, Change, ClaimedWorkflow, ClaimRequest,
 from .limits import local_budget, partition_room
 from .queue import QUEUES, Limits, Queue, QueueRateLimit
 from .starter import start_claimed
+from .stranded import StrandedWarnings, find_stranded
 
 _log = logging.getLogger("dbos")
 PROMOTE_EVERY_S = 1.0
 DEFINITIONS_EVERY_S = 5.0
 COALESCE_S = 0.002
 MAX_BACKOFF_S = 30.0
+STRANDED_EVERY_S = 60.0  # how often one executor of the application looks for stranded work (03 §13 rule 5)
 
 
 def _rate(r: QueueRateLimit | None) -> RateLimit | None:
@@ -39,6 +43,7 @@ class QueueState:
     name: str
     limits: Limits
     polling_s: float
+    declared: dict[str, Any] = field(default_factory=dict)  # the configuration published for this queue
     in_flight: int = 0
     lanes: Counter[str | None] = field(default_factory=Counter)
     lane_order: list[str | None] = field(default_factory=list)  # most recently served last
@@ -80,6 +85,9 @@ class Dispatcher:
         self.next_promote = 0.0
         self.next_definitions = 0.0  # database-backed queues and pauses are re-read on `ctl` changes
         self.definitions: dict[str, str] = {}  # every database-backed queue -> its config JSON (for enqueue)
+        self._published: str | None = None  # the queues JSON last written to this executor's record
+        self.next_stranded = time.monotonic() + STRANDED_EVERY_S  # not at once: peers may still be starting
+        self.stranded_warnings = StrandedWarnings()
         self._unsubscribe = engine.db.changes.subscribe(self._on_change)
         self._state_for(INTERNAL_QUEUE, Limits(), 1.0)
         for q in QUEUES.all():
@@ -90,15 +98,34 @@ class Dispatcher:
     def declare(self, queue: Queue) -> None:
         if self.listen is not None and queue.name not in self.listen:
             return
-        self._state_for(queue.name, queue.limits, queue.polling_interval_sec)
+        self._state_for(queue.name, queue.limits, queue.polling_interval_sec, asdict(queue.config()))
         self.wake()
 
-    def _state_for(self, name: str, limits: Limits, polling_s: float) -> QueueState:
+    def _state_for(
+        self, name: str, limits: Limits, polling_s: float, declared: dict[str, Any] | None = None
+    ) -> QueueState:
         with self.lock:
             st = self.states.get(name)
             if st is None:
-                st = self.states[name] = QueueState(name, limits, polling_s)
+                st = self.states[name] = QueueState(name, limits, polling_s, declared or {})
             return st
+
+    # --- the queues published in this executor's record (02 §12.1 rule 2, 03 §17 rule 5) --------------------
+    def published_queues(self) -> dict[str, dict[str, Any]]:
+        """The queues this process dispatches -> their configuration; the internal queue is implicit."""
+        with self.lock:
+            return {n: dict(st.declared) for n, st in self.states.items() if n != INTERNAL_QUEUE}
+
+    def queues_json(self) -> str:
+        return json.dumps(self.published_queues(), sort_keys=True)
+
+    def queues_to_publish(self) -> str | None:
+        """The queues JSON if it changed since it was last published, else None (the heartbeat sends it)."""
+        text = self.queues_json()
+        return None if text == self._published else text
+
+    def mark_published(self, text: str) -> None:
+        self._published = text
 
     def wake(self, queue_name: str | None = None) -> None:
         with self.lock:
@@ -158,6 +185,8 @@ class Dispatcher:
             self._refresh_definitions(now)
         if now >= self.next_promote:
             self._promote()
+        if now >= self.next_stranded:
+            self.check_stranded(now)
         with self.lock:
             states = list(self.states.values())
         next_at = self.next_promote
@@ -193,6 +222,7 @@ class Dispatcher:
                 True,
                 True,
             )
+            st.declared = asdict(cfg)
         with self.lock:
             for name, st in list(self.states.items()):
                 if st.database_backed and name not in rows:
@@ -200,6 +230,16 @@ class Dispatcher:
                 else:
                     was, st.paused = st.paused, name in paused
                     st.dirty = st.dirty or (was and not st.paused)
+
+    def check_stranded(self, now: float) -> None:
+        """Warn about stranded work; one executor of the application looks per interval (a maintenance lease),
+        so the cost of counting ENQUEUED rows by version does not grow with the number of executors."""
+        self.next_stranded = now + STRANDED_EVERY_S
+        e = self.engine
+        holder = f"{e.executor_id}/{e.incarnation}"
+        ttl_ms = int(STRANDED_EVERY_S * 1000 * 0.9)  # under one interval: the winner looks once per interval
+        if e.db.try_maintenance_lease(f"stranded:{e.settings.name}", holder, ttl_ms):
+            self.stranded_warnings.report(find_stranded(e), now)
 
     def _promote(self) -> None:
         res = self.engine.db.promote_delayed()

@@ -1,12 +1,13 @@
-"""`DBOS.queue_stats`: per-queue depth by status, merged with this process's declarations (03 §19)."""
+"""`DBOS.queue_stats`: per-queue depth by status, merged with this process's declarations and the live
+executors' published queues (03 §19)."""
 
 from __future__ import annotations
 
 from typing import Any, TypedDict
 
 from .._engine.engine import Engine
-from .._store.base import INTERNAL_QUEUE
 from .queue import QUEUES, Queue
+from .stranded import listeners, live_view, stranded_by_version
 
 
 class QueueStats(TypedDict):
@@ -43,9 +44,12 @@ def queue_stats(engine: Engine, queue_name: str | None) -> list[QueueStats]:
     rows = {r.queue_name: r for r in engine.db.queue_stats(queue_name)}
     paused = engine.db.list_paused_queues()
     declared = {q.name: q for q in QUEUES.all() if queue_name in (None, q.name)}
-    dispatched = set(engine.dispatcher.states) if engine.dispatcher is not None else set()
+    # Read after the counts, so an executor that stops in between may still be counted as live (03 §19 rule 2
+    # asks one snapshot of the counts only).
+    live = live_view(engine)
+    served = {n for e in live for n in e.queues if queue_name in (None, n)}
     out: list[QueueStats] = []
-    for name in sorted(set(rows) | set(declared)):
+    for name in sorted(set(rows) | set(declared) | served):
         row, q = rows.get(name), declared.get(name)
         out.append(
             QueueStats(
@@ -59,8 +63,8 @@ def queue_stats(engine: Engine, queue_name: str | None) -> list[QueueStats]:
                 partitions=(row.partitions if row else 0) if (q is not None and q.partition_queue) else None,
                 config=_config(q) if q is not None else None,
                 config_mismatch=False,
-                listeners=[engine.executor_id] if name in dispatched or name == INTERNAL_QUEUE else [],
-                stranded=0,
+                listeners=listeners(name, live),
+                stranded=sum(stranded_by_version(name, row.enqueued_by_version, live).values()) if row else 0,
             )
         )
     return out

@@ -27,6 +27,9 @@ from .store_types import (
     TERMINAL_STATUSES as TERMINAL_STATUSES,
 )
 from .store_types import (
+    AppVersionRow as AppVersionRow,
+)
+from .store_types import (
     CancelReason as CancelReason,
 )
 from .store_types import (
@@ -490,7 +493,9 @@ class SystemStore(Protocol):
     def claim(self, req: ClaimRequest) -> ClaimResult:
         """Claim ENQUEUED rows of `req.queue_name` whose name is registered, oldest first. Each claimed row
         gets status PENDING, the owner, a fresh claim token, dequeued_at, recovery_attempts + 1, and
-        deadline = COALESCE(deadline, now + timeout). Rows whose deadline passed become CANCELLED."""
+        deadline = COALESCE(deadline, now + timeout). Rows whose deadline passed become CANCELLED.
+        Version gating (03 §13 rule 2): rows pinned to `req.application_version` are eligible; version-less
+        rows only while no live executor of the application runs a newer version (by version_timestamp)."""
         ...
 
     def release(self, fences: Sequence[Fence], *, refund_attempt: bool) -> list[str]:
@@ -541,8 +546,15 @@ class SystemStore(Protocol):
         ...
 
     # executors -----------------------------------------------------------------------------------------------
-    def register_executor(self, reg: ExecutorRegistration) -> Registration: ...
-    def heartbeat(self, executor_id: str, incarnation: int) -> Heartbeat: ...
+    def register_executor(self, reg: ExecutorRegistration) -> Registration:
+        """A new ALIVE incarnation; in the same transaction the version is added to app_versions if absent,
+        with a version_timestamp above every other version of the application (05 §7 rule 4)."""
+        ...
+
+    def heartbeat(self, executor_id: str, incarnation: int, *, queues_json: str | None = None) -> Heartbeat:
+        """Renew the lease; `queues_json` (not None) also replaces the published queues (02 §12.1 rule 2)."""
+        ...
+
     def find_dead(self, application_name: str | None) -> list[DeadCandidate]:
         """Incarnations of this application (or of none) that own PENDING rows and are STOPPED, DEAD or
         lease-expired (`certain=True`), plus ALIVE ones (`certain=False`) for the caller's pid probe."""
@@ -559,3 +571,15 @@ class SystemStore(Protocol):
 
     def mark_stopped(self, executor_id: str, incarnation: int) -> None: ...
     def list_executors(self, *, include_inactive: bool) -> list[ExecutorRow]: ...
+
+    # application versions (05 §7) -------------------------------------------------------------------------
+
+    def list_app_versions(self, application_name: str | None) -> list[AppVersionRow]:
+        """The registered versions of one application, newest `version_timestamp` first (ties: name, descending).
+        Registration (`register_executor`) adds them."""
+        ...
+
+    def set_latest_app_version(self, application_name: str | None, version_name: str) -> bool:
+        """Make a registered version the application's latest: its timestamp becomes the larger of now and one
+        above every other version's. Publishes `Change("ctl", ("versions",))`. False if the version is unknown."""
+        ...

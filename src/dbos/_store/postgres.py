@@ -23,9 +23,11 @@ from . import manage_common as mc
 from . import postgres_manage as pm
 from . import queue_defs as qd
 from . import textcheck as tc
+from .postgres_batch import PgBatcher, PgWrite
 from .postgres_comm_api import CommMethods
 from .postgres_conn import (
     advisory_key,
+    channels,
     check_server,
     connect_kwargs,
     is_missing_database,
@@ -65,8 +67,9 @@ from .postgres_rows import (
     unwrap_dbapi,
     workflow_row,
 )
-from .postgres_sql import build_statements, render, workflow_select_list
+from .postgres_sql import EXECUTOR_COLUMNS, build_statements, render, workflow_select_list
 from .postgres_streams_sql import StreamStatements
+from .postgres_versions import build_version_statements
 
 __all__ = ["PostgresStore", "reset_postgres", "classify_pg_error"]
 
@@ -116,6 +119,7 @@ class PostgresStore(ManageMethods, CommMethods):
         self._msql = ManageStatements(self.schema)
         self._esql = MessageStatements(self.schema)
         self._ssql = StreamStatements(self.schema)
+        self._vsql = build_version_statements(self.schema, channels(self.schema)["ctl"])
         self._pruner = ClaimsPruner()
         self._stats = base.StoreStats()
         self._stats_lock = threading.Lock()
@@ -128,6 +132,7 @@ class PostgresStore(ManageMethods, CommMethods):
         first = self._open_first(create=settings.create_database and role != "client")
         self._own_pids = OwnBackends()
         self._pool = self._make_pool(min_size=1 if role == "client" else 2)
+        self._batcher = PgBatcher(max(1, settings.pool_size // 4), self._lane_connection, self._count_batch)
         self._live: LivenessConnection | None = None
         if role == "executor":
             listen = listen_channels(self.schema) if settings.use_listen_notify else None
@@ -203,7 +208,8 @@ class PostgresStore(ManageMethods, CommMethods):
     def stats(self) -> base.StoreStats:
         with self._stats_lock:
             s = self._stats
-            return base.StoreStats(s.commits, s.reads, s.round_trips, dict(s.by_op))
+            counts = base.StoreStats(s.commits, s.reads, s.round_trips, dict(s.by_op))
+        return self._batcher.add_stats(counts)
 
     def close(self, timeout_s: float = 5.0) -> None:
         if self._closed:
@@ -228,6 +234,19 @@ class PostgresStore(ManageMethods, CommMethods):
             s.commits += int(commit)
             s.reads += int(read)
             s.by_op[op] = s.by_op.get(op, 0) + calls
+
+    def _count_batch(self, ops: Sequence[str]) -> None:
+        """One batch: one pipelined round trip and one commit for all of its ops."""
+        with self._stats_lock:
+            s = self._stats
+            s.round_trips += 1
+            s.commits += 1
+            for op in ops:
+                s.by_op[op] = s.by_op.get(op, 0) + 1
+
+    def _lane_connection(self) -> Any:
+        self._ensure_open("batch")
+        return self._pool.connection()
 
     def _one(self, conn: Conn, op: str, query: str, params: dict[str, Any], *, write: bool) -> Row | None:
         row = conn.execute(query, params).fetchone()
@@ -293,8 +312,20 @@ class PostgresStore(ManageMethods, CommMethods):
     ) -> base.InsertResult:
         records.check_new(new)
         params = insert_params(new)
+        result: base.InsertResult
         if parent is None:
-            result = self._pooled("insert_workflow", lambda conn: self._insert_once(conn, params, new))
+            result = self._batcher.write(
+                PgWrite(
+                    "insert_workflow",
+                    new.workflow_id,
+                    self._sql.insert_workflow,
+                    params,
+                    _created,
+                    lambda: self._pooled(
+                        "insert_workflow", lambda conn: self._insert_once(conn, params, new)
+                    ),
+                )
+            )
         else:
             records.check_parent(parent)
             params |= {
@@ -433,7 +464,17 @@ class PostgresStore(ManageMethods, CommMethods):
             "error": records.text_of(outcome.error),
             "serializer": records.serializer_of(outcome.output, outcome.error),
         }
-        result, queue_name = self._pooled("record_outcome", lambda conn: self._outcome_once(conn, params))
+        written: tuple[base.OutcomeResult, str | None] = self._batcher.write(
+            PgWrite(
+                "record_outcome",
+                fence.workflow_id,
+                self._sql.record_outcome,
+                params,
+                _outcome_applied,
+                lambda: self._pooled("record_outcome", lambda conn: self._outcome_once(conn, params)),
+            )
+        )
+        result, queue_name = written
         if result.applied:
             changes = [base.Change("wf", (fence.workflow_id,))]
             if queue_name is not None:
@@ -480,7 +521,16 @@ class PostgresStore(ManageMethods, CommMethods):
             row = self._one(conn, "record_step", self._sql.step_after_refusal, params, write=False)
             return records.step_verdict(row, step.write_token)
 
-        return self._pooled("record_step", once)
+        write = PgWrite(
+            "record_step",
+            fence.workflow_id,
+            self._sql.record_step,
+            params,
+            _step_applied,
+            lambda: self._pooled("record_step", once),
+        )
+        result: base.Write = self._batcher.write(write)
+        return result
 
     def record_step_in(self, dbapi_conn: Any, fence: base.Fence, step: base.NewStep) -> base.Write:
         records.check_fence(fence)
@@ -676,11 +726,12 @@ class PostgresStore(ManageMethods, CommMethods):
             "process_start": reg.process_start,
             "heartbeat_interval_ms": reg.heartbeat_interval_ms,
             "lease_ms": reg.lease_ms,
-            "queues": "{}",
+            "queues": reg.queues_json,
+            "version_id": records.new_version_id(),
         }
         row = self._direct("register_executor", lambda conn: self._register_once(conn, params))
         incarnation = int(row[0])
-        registration = base.Registration(incarnation, list(row[1] or []), bool(row[2]), int(row[3]))
+        registration = base.Registration(incarnation, list(row[1] or []), bool(row[2]), int(row[3]), row[5])
         if self._live is not None:
             key = advisory_key(self.schema, "liveness", reg.executor_id, str(incarnation))
             self._registration = (reg.executor_id, incarnation, key)
@@ -725,9 +776,12 @@ class PostgresStore(ManageMethods, CommMethods):
         if self._registration is not None:
             self._take_liveness_lock(conn)
 
-    def heartbeat(self, executor_id: str, incarnation: int) -> base.Heartbeat:
+    def heartbeat(
+        self, executor_id: str, incarnation: int, *, queues_json: str | None = None
+    ) -> base.Heartbeat:
         tc.check_name(executor_id, "executor ID")
-        params = {"executor_id": executor_id, "incarnation": incarnation}
+        records.check_queues_json(queues_json)
+        params = {"executor_id": executor_id, "incarnation": incarnation, "queues": queues_json}
 
         def once(conn: Conn) -> Row:
             t0 = time.time()
@@ -751,7 +805,8 @@ class PostgresStore(ManageMethods, CommMethods):
             return self._all(conn, "find_dead", self._sql.find_dead, params, write=False)
 
         rows = self._direct("find_dead", once)
-        return [base.DeadCandidate(executor_row(r), bool(r[15]) or bool(r[16])) for r in rows]
+        n = len(EXECUTOR_COLUMNS)
+        return [base.DeadCandidate(executor_row(r), bool(r[n]) or bool(r[n + 1])) for r in rows]
 
     def take_over(self, executor_id: str, incarnation: int, *, require_expired: bool) -> list[str]:
         tc.check_name(executor_id, "executor ID")
@@ -792,3 +847,42 @@ class PostgresStore(ManageMethods, CommMethods):
             "list_executors", lambda conn: self._all(conn, "list_executors", query, {}, write=False)
         )
         return [executor_row(r) for r in rows]
+
+    # application versions (05 §7) -------------------------------------------------------------------------
+
+    def list_app_versions(self, application_name: str | None) -> list[base.AppVersionRow]:
+        records.check_opt_name(application_name, "application name")
+        params = {"app": records.app_key(application_name)}
+        rows = self._pooled(
+            "list_app_versions",
+            lambda conn: self._all(conn, "list_app_versions", self._vsql.list, params, write=False),
+        )
+        return [base.AppVersionRow(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    def set_latest_app_version(self, application_name: str | None, version_name: str) -> bool:
+        records.check_opt_name(application_name, "application name")
+        tc.check_name(version_name, "application version")
+        params = {"app": records.app_key(application_name), "version": version_name}
+        row = self._pooled(
+            "set_latest_app_version",
+            lambda conn: self._one(conn, "set_latest_app_version", self._vsql.set_latest, params, write=True),
+        )
+        if row is None:
+            return False
+        self._publish([base.Change("ctl", ("versions",))])
+        return True
+
+
+# The result of a batched statement that applied; None sends the op to run alone (refusal reads, retries).
+
+
+def _created(row: Row | None) -> base.InsertResult | None:
+    return insert_result("created", row[2:]) if row is not None and row[2] is not None else None
+
+
+def _outcome_applied(row: Row | None) -> tuple[base.OutcomeResult, str | None] | None:
+    return (base.OutcomeResult(True, row[0]), row[1]) if row is not None else None
+
+
+def _step_applied(row: Row | None) -> base.Write | None:
+    return base.Write.APPLIED if row is not None else None

@@ -36,12 +36,29 @@ _B = "(SELECT b FROM bud)"
 
 
 def _scope(a: str) -> str:
-    """The claimer's ENQUEUED rows of the queue (03 §13): registered name, application and version."""
+    """The claimer's ENQUEUED rows of the queue (03 §13): registered name, application and version (pinned to
+    the claimer's, or version-less while the claimer runs the newest live version, `nl`)."""
     return (
         f"{a}.status = 'ENQUEUED' AND {a}.queue_name = %(queue_name)s AND {a}.name = ANY(%(names)s::text[]) "
         f"AND ({a}.application_name = %(application_name)s::text OR {a}.application_name IS NULL) "
-        f"AND ({a}.application_version = %(application_version)s::text OR {a}.application_version IS NULL)"
+        f"AND ({a}.application_version = %(application_version)s::text "
+        f"OR ({a}.application_version IS NULL AND (SELECT ok FROM nl)))"
     )
+
+
+# True when no live (ALIVE, lease not expired) executor of the claimer's application runs a version newer than
+# the claimer's: larger version_timestamp, ties broken by name (03 §13 rule 2, 07 §3.2 rule 7). A claimer
+# version without a version row counts as older than every registered one; a claimer without an application
+# name has no peers to defer to. One probe of the executors index per claim, inside the claim statement.
+_NEWEST_LIVE = (
+    "nl AS (SELECT NOT EXISTS (SELECT 1 FROM {s}.executors e JOIN {s}.app_versions v "
+    "ON v.application_name = e.application_name AND v.version_name = e.application_version "
+    "WHERE e.application_name = %(application_name)s::text AND e.state = 'ALIVE' "
+    f"AND e.lease_expires_at >= {_NOW} AND (v.version_timestamp, v.version_name) > ("
+    "COALESCE((SELECT m.version_timestamp FROM {s}.app_versions m WHERE m.application_name = "
+    "%(application_name)s::text AND m.version_name = %(application_version)s::text), -1), "
+    "COALESCE(%(application_version)s::text, ''))) AS ok)"
+)
 
 
 # The lane index's order. Leading with partition_key (constant within a lane) lets the "no key" lane's
@@ -205,7 +222,7 @@ def claim_sql(shape: ClaimShape, t: dict[str, str]) -> str:
     wf_cols = workflow_select_list(load_input=True, load_output=True, alias="w")
     wf = t["wf_notify"].replace("KEY", "x.workflow_id")
     q = t["queue_notify"].replace("KEY", "x.queue_name")
-    ctes = [_T, _cancel_expired(), _budget(shape)]
+    ctes = [_T, _NEWEST_LIVE, _cancel_expired(), _budget(shape)]
     if shape.partitioned:
         ctes += _lane_scan(shape)
         slot = "(SELECT LEAST(bud.slot, (SELECT min(ls.slot) FROM ls)) FROM bud)"
@@ -293,10 +310,16 @@ def queue_stats_sql(*, one: bool) -> str:
         "COALESCE(sum(a.n) FILTER (WHERE a.status = 'PENDING'), 0) AS pending, "
         "min(a.first_seq) FILTER (WHERE a.status = 'ENQUEUED') AS first_seq, "
         "count(DISTINCT a.partition_key) FILTER (WHERE a.status <> 'DELAYED') AS partitions FROM a "
-        "GROUP BY a.queue_name) "
+        "GROUP BY a.queue_name), "
+        # ENQUEUED rows by (application, version), for `stranded` (03 §13 rule 5); the version columns are not
+        # in the index, so this reads the ENQUEUED rows themselves.
+        "v AS MATERIALIZED (SELECT w.queue_name, w.application_name, w.application_version, count(*) AS n "
+        "FROM {s}.workflows w WHERE w.status = 'ENQUEUED' AND w.queue_name IS NOT NULL "
+        f"{scope}GROUP BY w.queue_name, w.application_name, w.application_version) "
         "SELECT g.queue_name, g.enqueued, g.delayed, g.pending, "
-        "(SELECT o.created_at FROM {s}.workflows o WHERE o.seq = g.first_seq), g.partitions FROM g "
-        "ORDER BY g.queue_name"
+        "(SELECT o.created_at FROM {s}.workflows o WHERE o.seq = g.first_seq), g.partitions, "
+        "(SELECT json_agg(json_build_array(v.application_name, v.application_version, v.n)) FROM v "
+        "WHERE v.queue_name = g.queue_name) FROM g ORDER BY g.queue_name"
     )
 
 

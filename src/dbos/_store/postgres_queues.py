@@ -148,6 +148,7 @@ def stats_rows(rows: list[Row]) -> list[base.QueueStatsRow]:
             pending=int(r[3]),
             oldest_enqueued_at=None if r[4] is None else int(r[4]),
             partitions=int(r[5]),
+            enqueued_by_version={(app, version): int(n) for app, version, n in r[6] or ()},
         )
         for r in rows
     ]

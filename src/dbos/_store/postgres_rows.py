@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 
 from . import base, records
-from .postgres_sql import STEP_COLUMNS, WORKFLOW_COLUMNS
+from .postgres_sql import EXECUTOR_COLUMNS, STEP_COLUMNS, WORKFLOW_COLUMNS
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 Row = Sequence[Any]
@@ -28,7 +28,7 @@ def step_row(r: Row) -> base.StepRow:
 
 
 def executor_row(r: Row) -> base.ExecutorRow:
-    return base.ExecutorRow(*r[:15])
+    return base.ExecutorRow(*r[: len(EXECUTOR_COLUMNS)])
 
 
 def insert_result(kind: base.InsertKind, r: Row) -> base.InsertResult:

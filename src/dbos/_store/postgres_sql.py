@@ -85,6 +85,7 @@ EXECUTOR_COLUMNS = (
     "heartbeat_interval_ms",
     "lease_ms",
     "stopped_at",
+    "queues",
 )
 INSERT_RESULT_COLUMNS = (
     "workflow_id",
@@ -226,8 +227,29 @@ def _requeue_sql(where: str, t: dict[str, str], *, extra_set: str = "", from_ext
     )
 
 
+# A new version gets a timestamp above every other version of its application, so that it is the latest even
+# when registered within the same millisecond as another (05 §7 rule 4); a known version keeps its own.
+_VERSION_APP = "COALESCE(%(application_name)s::text, '')"
+_REGISTER_VERSION = (
+    "ver AS (INSERT INTO {s}.app_versions (application_name, version_name, version_id, version_timestamp, "
+    f"created_at) SELECT {_VERSION_APP}, %(application_version)s::text, %(version_id)s::text, "
+    "GREATEST(_t.ms, COALESCE((SELECT max(x.version_timestamp) + 1 FROM {s}.app_versions x "
+    f"WHERE x.application_name = {_VERSION_APP}), _t.ms)), _t.ms FROM _t "
+    "WHERE %(application_version)s::text IS NOT NULL "
+    "ON CONFLICT (application_name, version_name) DO NOTHING RETURNING version_name, version_timestamp)"
+)
+# The statement's snapshot does not see its own insert, so the new version (if any) is added to the candidates.
+_LATEST_VERSION = (
+    "SELECT c.version_name FROM (SELECT x.version_name, x.version_timestamp FROM {s}.app_versions x "
+    f"WHERE x.application_name = {_VERSION_APP} AND %(application_version)s::text IS NOT NULL "
+    "UNION ALL SELECT ver.version_name, ver.version_timestamp FROM ver) c "
+    "ORDER BY c.version_timestamp DESC, c.version_name DESC LIMIT 1"
+)
+
+
 def _executor_sql(t: dict[str, str]) -> dict[str, str]:
     ctl = t["ctl_notify"].replace("KEY", "'executors'")
+    ctl_versions = t["ctl_notify"].replace("KEY", "'versions'")
     q = t["queue_notify"].replace("KEY", "r.queue_name")
     lock_match = (
         "l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
@@ -247,9 +269,11 @@ def _executor_sql(t: dict[str, str]) -> dict[str, str]:
             "'ALIVE', %(application_name)s::text, %(application_version)s::text, %(hostname)s::text, "
             "%(host_identity)s::text, %(pid)s::bigint, %(process_start)s::text, _t.ms, _t.ms, "
             "_t.ms + %(lease_ms)s::bigint, %(heartbeat_interval_ms)s::bigint, %(lease_ms)s::bigint, "
-            "%(queues)s::text FROM _t RETURNING incarnation) "
+            "%(queues)s::text FROM _t RETURNING incarnation), "
+            f"{_REGISTER_VERSION} "
             "SELECT ins.incarnation, (SELECT array_agg(incarnation ORDER BY incarnation) FROM sup), "
-            f"COALESCE((SELECT bool_or(valid) FROM sup), false), (SELECT ms FROM _t), {ctl} FROM ins"
+            f"COALESCE((SELECT bool_or(valid) FROM sup), false), (SELECT ms FROM _t), {ctl}, "
+            f"({_LATEST_VERSION}), CASE WHEN EXISTS (SELECT 1 FROM ver) THEN {ctl_versions} END FROM ins"
         ),
         "take_liveness_lock": (
             "WITH l AS (SELECT pg_try_advisory_lock(%(key)s) AS got), "
@@ -259,8 +283,8 @@ def _executor_sql(t: dict[str, str]) -> dict[str, str]:
         ),
         "heartbeat": (
             f"WITH {_T}, "
-            "u AS (UPDATE {s}.executors e SET last_heartbeat_at = _t.ms, lease_expires_at = _t.ms + e.lease_ms "
-            "FROM _t WHERE e.executor_id = %(executor_id)s AND e.incarnation = %(incarnation)s "
+            "u AS (UPDATE {s}.executors e SET last_heartbeat_at = _t.ms, lease_expires_at = _t.ms + e.lease_ms, "
+            "queues = COALESCE(%(queues)s::text, e.queues) FROM _t WHERE e.executor_id = %(executor_id)s AND e.incarnation = %(incarnation)s "
             "AND e.state = 'ALIVE' RETURNING 1) "
             "SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM {s}.executors "
             "WHERE executor_id = %(executor_id)s AND incarnation > %(incarnation)s AND state = 'ALIVE'), "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -306,6 +307,34 @@ def check_registration(reg: base.ExecutorRegistration) -> None:
     tc.check_name(reg.hostname, "hostname")
     tc.check_name(reg.host_identity, "host identity")
     check_opt_name(reg.process_start, "process start")
+    check_queues_json(reg.queues_json)
+
+
+MAX_QUEUES_JSON_BYTES = 1_000_000
+
+
+def check_queues_json(text: str | None) -> None:
+    """The queues an executor publishes (02 §12.1 rule 2): a JSON object of queue name -> declared limits."""
+    if text is None:
+        return
+    tc.check_storable_text(text, MAX_QUEUES_JSON_BYTES, "published queues")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        from ..error import DBOSValidationError
+
+        raise DBOSValidationError("Invalid published queues: must be the text of a JSON object")
+
+
+def app_key(application_name: str | None) -> str:
+    """The app_versions key of an application: '' for none, which no real name equals (07 §3.2 rule 7)."""
+    return "" if application_name is None else application_name
+
+
+def new_version_id() -> str:
+    return str(uuid.uuid4())
 
 
 # ---------------------------------------------------------------------------------------------------------------

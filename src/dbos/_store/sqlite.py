@@ -26,6 +26,7 @@ from . import sqlite_manage as mg
 from . import sqlite_messages as ms
 from . import sqlite_queues as qs
 from . import sqlite_streams as st
+from . import sqlite_versions as vs
 from . import sqlite_workflows as wf
 from .sqlite_conn import SQLiteDB, check_environment, now_ms, path_from_url
 from .sqlite_errors import classify_sqlite_error
@@ -115,7 +116,9 @@ class SQLiteStore:
         _check_new_workflow(new)
         if parent is not None:
             records.check_parent(parent)
-        return self._db.write("insert_workflow", lambda tx: wf.insert_workflow(tx, new, parent))
+        return self._db.write(
+            "insert_workflow", lambda tx: wf.insert_workflow(tx, new, parent), batchable=True
+        )
 
     def get_workflow(
         self, workflow_id: str, *, load_input: bool = True, load_output: bool = True
@@ -137,7 +140,9 @@ class SQLiteStore:
         records.check_fence(fence)
         records.check_serializer(outcome.output)
         records.check_serializer(outcome.error)
-        return self._db.write("record_outcome", lambda tx: wf.record_outcome(tx, fence, outcome))
+        return self._db.write(
+            "record_outcome", lambda tx: wf.record_outcome(tx, fence, outcome), batchable=True
+        )
 
     def list_workflows(self, query: base.WorkflowQuery) -> list[base.WorkflowRow]:
         mc.check_query(query)
@@ -240,7 +245,9 @@ class SQLiteStore:
     def record_step(self, fence: base.Fence, step: base.NewStep) -> base.Write:
         records.check_fence(fence)
         _check_step(step)
-        return self._db.write("record_step", lambda tx: wf.record_step_on(tx.execute, fence, step, tx.now))
+        return self._db.write(
+            "record_step", lambda tx: wf.record_step_on(tx.execute, fence, step, tx.now), batchable=True
+        )
 
     def record_step_in(self, dbapi_conn: Any, fence: base.Fence, step: base.NewStep) -> base.Write:
         records.check_fence(fence)
@@ -286,14 +293,18 @@ class SQLiteStore:
             return base.SendResult(None, base.Write.APPLIED)
         batch = list(msgs)
         return self._db.write(
-            "send_messages", lambda tx: ms.send_messages(tx, batch, send_to_forks, checkpoint)
+            "send_messages",
+            lambda tx: ms.send_messages(tx, batch, send_to_forks, checkpoint),
+            batchable=len(batch) <= 100,
         )
 
     def consume_message(self, fence: base.Fence, step: base.NewStep, topic: str | None) -> base.ConsumeResult:
         records.check_fence(fence)
         _check_step(step)
         records.check_opt_name(topic, "topic")
-        return self._db.write("consume_message", lambda tx: ms.consume_message(tx, fence, step, topic))
+        return self._db.write(
+            "consume_message", lambda tx: ms.consume_message(tx, fence, step, topic), batchable=True
+        )
 
     def set_event(
         self,
@@ -310,7 +321,9 @@ class SQLiteStore:
         if checkpoint is not None:
             _check_step(checkpoint)
         return self._db.write(
-            "set_event", lambda tx: ms.set_event(tx, fence, key, value, history_step_id, checkpoint)
+            "set_event",
+            lambda tx: ms.set_event(tx, fence, key, value, history_step_id, checkpoint),
+            batchable=True,
         )
 
     def get_event(self, workflow_id: str, key: str) -> base.EventRead:
@@ -342,6 +355,7 @@ class SQLiteStore:
         return self._db.write(
             "write_stream",
             lambda tx: st.write_stream(tx, fence, key, value, writer_step_id, step_seq, checkpoint),
+            batchable=True,
         )
 
     def read_stream(
@@ -366,7 +380,7 @@ class SQLiteStore:
             records.check_fence(fence)
         if not fences:
             return []
-        return self._db.write("release", lambda tx: qs.release(tx, fences, refund_attempt))
+        return self._db.write("release", lambda tx: qs.release(tx, fences, refund_attempt), batchable=True)
 
     def promote_delayed(self, *, limit: int = 1000) -> base.PromoteResult:
         # A cheap read first: when nothing is due, the write lock is never taken.
@@ -422,9 +436,14 @@ class SQLiteStore:
         records.check_registration(reg)
         return self._db.write("register_executor", lambda tx: ex.register(tx, reg))
 
-    def heartbeat(self, executor_id: str, incarnation: int) -> base.Heartbeat:
+    def heartbeat(
+        self, executor_id: str, incarnation: int, *, queues_json: str | None = None
+    ) -> base.Heartbeat:
         check_name(executor_id, "executor ID")
-        return self._db.write("heartbeat", lambda tx: ex.heartbeat(tx, executor_id, incarnation))
+        records.check_queues_json(queues_json)
+        return self._db.write(
+            "heartbeat", lambda tx: ex.heartbeat(tx, executor_id, incarnation, queues_json), urgent=True
+        )
 
     def find_dead(self, application_name: str | None) -> list[base.DeadCandidate]:
         records.check_opt_name(application_name, "application name")
@@ -433,7 +452,7 @@ class SQLiteStore:
     def take_over(self, executor_id: str, incarnation: int, *, require_expired: bool) -> list[str]:
         check_name(executor_id, "executor ID")
         return self._db.write(
-            "take_over", lambda tx: ex.take_over(tx, executor_id, incarnation, require_expired)
+            "take_over", lambda tx: ex.take_over(tx, executor_id, incarnation, require_expired), urgent=True
         )
 
     def requeue_orphans(self, application_name: str | None) -> list[str]:
@@ -442,7 +461,18 @@ class SQLiteStore:
 
     def mark_stopped(self, executor_id: str, incarnation: int) -> None:
         check_name(executor_id, "executor ID")
-        self._db.write("mark_stopped", lambda tx: ex.mark_stopped(tx, executor_id, incarnation))
+        self._db.write("mark_stopped", lambda tx: ex.mark_stopped(tx, executor_id, incarnation), urgent=True)
 
     def list_executors(self, *, include_inactive: bool) -> list[base.ExecutorRow]:
         return self._db.read("list_executors", lambda c: ex.list_executors(c, include_inactive))
+
+    def list_app_versions(self, application_name: str | None) -> list[base.AppVersionRow]:
+        records.check_opt_name(application_name, "application name")
+        return self._db.read("list_app_versions", lambda c: vs.list_versions(c, application_name))
+
+    def set_latest_app_version(self, application_name: str | None, version_name: str) -> bool:
+        records.check_opt_name(application_name, "application name")
+        check_name(version_name, "application version")
+        return self._db.write(
+            "set_latest_app_version", lambda tx: vs.set_latest(tx, application_name, version_name)
+        )

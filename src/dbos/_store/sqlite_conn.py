@@ -1,7 +1,8 @@
 """Connections, transactions, retries and counters of the SQLite backend (07 §5, §7).
 
-One writer connection, guarded by a mutex: every write is `BEGIN IMMEDIATE ... COMMIT` on it. Up to
-`min(4, cpu_count)` reader connections (`query_only=ON`), each used by one thread at a time.
+One writer connection, the single group-commit lane (07 §8): every write is `BEGIN IMMEDIATE ... COMMIT` on it, and
+small writes that arrive while it is busy commit together in one batch. Up to `min(4, cpu_count)` reader
+connections (`query_only=ON`), each used by one thread at a time.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import base
+from .group_commit import CommitLanes, Pending
+from .sqlite_batch import OpDone, run_in_savepoint
 from .sqlite_errors import classify_sqlite_error
 
 T = TypeVar("T")
@@ -173,6 +176,7 @@ class SQLiteDB:
         self.synchronous = "FULL" if full else "NORMAL"
         self.create = settings.create_database and settings.role != "client"
         self._wlock = threading.Lock()
+        self._lanes: CommitLanes[tuple[str, Callable[[WriteTx], Any]]] = CommitLanes(1)
         self._writer: sqlite3.Connection | None = self.connect(reader=False)
         self._rlock = threading.Lock()
         self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
@@ -203,7 +207,8 @@ class SQLiteDB:
     def stats(self) -> base.StoreStats:
         with self._slock:
             s = self._stats
-            return base.StoreStats(s.commits, s.reads, s.round_trips, dict(s.by_op))
+            counts = base.StoreStats(s.commits, s.reads, s.round_trips, dict(s.by_op))
+        return self._lanes.add_stats(counts)
 
     # retries ---------------------------------------------------------------------------------------------------
 
@@ -230,13 +235,74 @@ class SQLiteDB:
 
     # writes ----------------------------------------------------------------------------------------------------
 
-    def write(self, op: str, fn: Callable[[WriteTx], T], *, budget_s: float | None = None) -> T:
-        """Run `fn` in one `BEGIN IMMEDIATE` transaction on the writer; publish its changes after commit."""
-        budget = FOREGROUND_BUDGET_S if budget_s is None else budget_s
-        result, changes = self._retrying(op, lambda: self._write_once(op, fn), budget)
+    def write(
+        self,
+        op: str,
+        fn: Callable[[WriteTx], T],
+        *,
+        budget_s: float | None = None,
+        batchable: bool = False,
+        urgent: bool = False,
+    ) -> T:
+        """Run `fn` in one `BEGIN IMMEDIATE` transaction on the writer; publish its changes after commit.
+
+        A `batchable` op (07 §8 rule 1) that finds the writer busy joins the pending batch; an `urgent` one
+        (heartbeat, take-over, stop) goes ahead of every batch still waiting."""
+        # Changes are published by each caller once its lane is released: a subscriber may write in turn.
+        result: T
+        changes: list[base.Change]
+        if batchable:
+            result, changes = self._lanes.submit((op, fn), self._write_alone, self._write_batch)
+        else:
+            with self._lanes.solo(urgent=urgent):
+                result, changes = self._write_alone((op, fn), budget_s)
         for change in changes:
             self.feed.publish(change)
         return result
+
+    def _write_alone(
+        self, item: tuple[str, Callable[[WriteTx], T]], budget_s: float | None = None
+    ) -> tuple[T, list[base.Change]]:
+        op, fn = item
+        budget = FOREGROUND_BUDGET_S if budget_s is None else budget_s
+        return self._retrying(op, lambda: self._write_once(op, fn), budget)
+
+    def _write_batch(self, items: Sequence[Pending[tuple[str, Callable[[WriteTx], Any]]]]) -> None:
+        done = self._retrying("batch", lambda: self._batch_once(items), FOREGROUND_BUDGET_S)
+        for d in done:
+            self.count(d.op, read=not d.wrote and d.error is None)
+        if any(d.wrote for d in done):
+            with self._slock:
+                self._stats.commits += 1
+        for it, d in zip(items, done, strict=True):
+            if d.error is not None:
+                it.fail(d.error)
+            else:
+                it.succeed((d.result, d.changes))
+
+    def _batch_once(self, items: Sequence[Pending[tuple[str, Callable[[WriteTx], Any]]]]) -> list[OpDone]:
+        with self._wlock:
+            conn = self._writer
+            if conn is None:
+                raise base.UnknownStorageError("the system store is closed", op="batch")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise classify_sqlite_error(exc, "batch") from exc
+            now = now_ms()
+            try:
+                done = [run_in_savepoint(conn, WriteTx(conn, now, self.origin), *it.payload) for it in items]
+                if not any(d.wrote for d in done):
+                    conn.execute("ROLLBACK")
+                else:
+                    self._maybe_prune(WriteTx(conn, now, self.origin))
+                    conn.execute("COMMIT")
+            except BaseException as exc:
+                _rollback(conn)
+                if isinstance(exc, (sqlite3.Error, UnicodeEncodeError)):
+                    raise classify_sqlite_error(exc, "batch") from exc
+                raise
+        return done
 
     def _write_once(self, op: str, fn: Callable[[WriteTx], T]) -> tuple[T, list[base.Change]]:
         with self._wlock:

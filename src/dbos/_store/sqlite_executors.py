@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from . import base
+from . import base, records
 from .base import INTERNAL_QUEUE
 from .sqlite_conn import WriteTx
 from .sqlite_rows import EXECUTOR_COLUMNS, to_executor
@@ -13,7 +13,21 @@ _INSERT_EXECUTOR = """
 INSERT INTO dbos_executors (executor_id, incarnation, state, application_name, application_version, hostname,
     host_identity, pid, process_start, started_at, last_heartbeat_at, lease_expires_at, heartbeat_interval_ms,
     lease_ms, queues)
-VALUES (?, ?, 'ALIVE', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}')
+VALUES (?, ?, 'ALIVE', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+# A new version gets a timestamp above every other version of its application, so that it is the latest even
+# when registered within the same millisecond as another (05 §7 rule 4); a known version keeps its own.
+_REGISTER_VERSION = """
+INSERT INTO dbos_app_versions (application_name, version_name, version_id, version_timestamp, created_at)
+SELECT :app, :version, :version_id,
+       MAX(:now, COALESCE((SELECT MAX(version_timestamp) + 1 FROM dbos_app_versions WHERE application_name = :app),
+                          :now)), :now
+WHERE true
+ON CONFLICT (application_name, version_name) DO NOTHING
+"""
+_LATEST_VERSION = """
+SELECT version_name FROM dbos_app_versions WHERE application_name = ?
+ORDER BY version_timestamp DESC, version_name DESC LIMIT 1
 """
 
 
@@ -43,6 +57,7 @@ def register(tx: WriteTx, reg: base.ExecutorRegistration) -> base.Registration:
             tx.now + reg.lease_ms,
             reg.heartbeat_interval_ms,
             reg.lease_ms,
+            reg.queues_json,
         ),
     )
     tx.emit("ctl", "executors")
@@ -51,14 +66,26 @@ def register(tx: WriteTx, reg: base.ExecutorRegistration) -> base.Registration:
         superseded=sorted(int(r["incarnation"]) for r in older),
         previous_lease_valid=any(r["lease_expires_at"] > tx.now for r in older),
         db_now_ms=tx.now,
+        latest_version=_register_version(tx, reg),
     )
 
 
-def heartbeat(tx: WriteTx, executor_id: str, incarnation: int) -> base.Heartbeat:
+def _register_version(tx: WriteTx, reg: base.ExecutorRegistration) -> str | None:
+    """Add the executor's version to app_versions if absent; returns the application's latest version."""
+    if reg.application_version is None:
+        return None
+    app = records.app_key(reg.application_name)
+    params = {"app": app, "version": reg.application_version, "version_id": records.new_version_id()}
+    if tx.execute(_REGISTER_VERSION, params | {"now": tx.now}).rowcount:
+        tx.emit("ctl", "versions")
+    return str(tx.execute(_LATEST_VERSION, (app,)).fetchone()[0])
+
+
+def heartbeat(tx: WriteTx, executor_id: str, incarnation: int, queues_json: str | None) -> base.Heartbeat:
     cur = tx.execute(
-        "UPDATE dbos_executors SET last_heartbeat_at = ?, lease_expires_at = ? + lease_ms "
-        "WHERE executor_id = ? AND incarnation = ? AND state = 'ALIVE'",
-        (tx.now, tx.now, executor_id, incarnation),
+        "UPDATE dbos_executors SET last_heartbeat_at = ?, lease_expires_at = ? + lease_ms, "
+        "queues = COALESCE(?, queues) WHERE executor_id = ? AND incarnation = ? AND state = 'ALIVE'",
+        (tx.now, tx.now, queues_json, executor_id, incarnation),
     )
     newer = tx.execute(
         "SELECT EXISTS (SELECT 1 FROM dbos_executors WHERE executor_id = ? AND incarnation > ? AND state = 'ALIVE')",

@@ -24,12 +24,29 @@ from .sqlite_rows import json_list
 # Claims
 # ---------------------------------------------------------------------------------------------------------------
 
-# The eligibility of an ENQUEUED row for this claimer (03 §13): registered name, application and version. Rows
-# whose deadline passed are cancelled first (`_CANCEL_EXPIRED`), and `_LIVE` skips any left over.
+# The eligibility of an ENQUEUED row for this claimer (03 §13): registered name, application and version
+# (pinned to the claimer's, or version-less while the claimer runs the newest live version: `:unversioned`, from
+# `_NEWEST_LIVE`). Rows whose deadline passed are cancelled first (`_CANCEL_EXPIRED`), and `_LIVE` skips any
+# left over.
 _ELIGIBLE = """status = 'ENQUEUED' AND queue_name = :queue
   AND name IN (SELECT value FROM json_each(:names))
   AND (application_name IS NULL OR application_name = :app)
-  AND (application_version IS NULL OR application_version = :version)"""
+  AND (application_version = :version OR (application_version IS NULL AND :unversioned))"""
+
+# 1 when no live (ALIVE, lease not expired) executor of the claimer's application runs a version newer than the
+# claimer's: larger version_timestamp, ties broken by name (03 §13 rule 2, 07 §3.2 rule 7). A claimer version
+# without a version row counts as older than every registered one; a claimer without an application name has no
+# peers to defer to.
+_NEWEST_LIVE = """
+SELECT NOT EXISTS (
+  SELECT 1 FROM dbos_executors e
+  JOIN dbos_app_versions v ON v.application_name = e.application_name AND v.version_name = e.application_version
+  WHERE e.application_name = :app AND e.state = 'ALIVE' AND e.lease_expires_at >= :now
+    AND (v.version_timestamp, v.version_name) > (
+      COALESCE((SELECT m.version_timestamp FROM dbos_app_versions m
+                WHERE m.application_name = :app AND m.version_name = :version), -1),
+      COALESCE(:version, '')))
+"""
 
 _CANCEL_EXPIRED = f"""
 UPDATE dbos_workflows
@@ -162,6 +179,7 @@ def claim(tx: WriteTx, req: base.ClaimRequest, pruner: ClaimsPruner) -> base.Cla
         "version": req.application_version,
         "now": tx.now,
     }
+    params["unversioned"] = tx.execute(_NEWEST_LIVE, params).fetchone()[0]
     expired = sorted(
         tx.execute(_CANCEL_EXPIRED, params).fetchall(), key=lambda r: (r["deadline_ms"], r["seq"])
     )
@@ -321,6 +339,13 @@ _LANE_COUNTS = (
     f"INDEXED BY dbos_workflows_active WHERE {_ACTIVE} AND status <> 'DELAYED' AND {{queue}} "
     "AND partition_key IS NOT NULL GROUP BY queue_name"
 )
+# ENQUEUED rows by (application, version), for `stranded` (03 §13 rule 5): the version columns are not in the
+# index, so this reads the ENQUEUED rows themselves (never a terminal row).
+_VERSION_COUNTS = (
+    "SELECT queue_name, application_name, application_version, count(*) AS n FROM dbos_workflows "
+    f"INDEXED BY dbos_workflows_active WHERE {_ACTIVE} AND status = 'ENQUEUED' AND {{queue}} "
+    "GROUP BY queue_name, application_name, application_version"
+)
 _ONE_QUEUE = "queue_name = ?"
 _ANY_QUEUE = "queue_name IS NOT NULL"
 
@@ -334,6 +359,9 @@ def queue_stats(conn: sqlite3.Connection, queue_name: str | None) -> list[base.Q
         if r["status"] == "ENQUEUED":
             first_enqueued[r["queue_name"]] = r["first"]
     lanes = {r["queue_name"]: r["n"] for r in conn.execute(_LANE_COUNTS.format(queue=where), args).fetchall()}
+    versions: dict[str, dict[tuple[str | None, str | None], int]] = {}
+    for r in conn.execute(_VERSION_COUNTS.format(queue=where), args).fetchall():
+        versions.setdefault(r["queue_name"], {})[(r["application_name"], r["application_version"])] = r["n"]
     out: list[base.QueueStatsRow] = []
     for name in sorted(counts):
         by_status = counts[name]
@@ -351,6 +379,7 @@ def queue_stats(conn: sqlite3.Connection, queue_name: str | None) -> list[base.Q
                 pending=by_status.get("PENDING", 0),
                 oldest_enqueued_at=oldest,
                 partitions=lanes.get(name, 0),
+                enqueued_by_version=versions.get(name, {}),
             )
         )
     return out

@@ -55,7 +55,8 @@ STATE_COLUMNS = (
 )
 EXECUTOR_COLUMNS = (
     "executor_id, incarnation, state, application_name, application_version, hostname, host_identity, pid, "
-    "process_start, started_at, last_heartbeat_at, lease_expires_at, heartbeat_interval_ms, lease_ms, stopped_at"
+    "process_start, started_at, last_heartbeat_at, lease_expires_at, heartbeat_interval_ms, lease_ms, stopped_at, "
+    "queues"
 )
 
 
@@ -98,6 +99,7 @@ def to_executor(r: sqlite3.Row) -> base.ExecutorRow:
         heartbeat_interval_ms=r["heartbeat_interval_ms"],
         lease_ms=r["lease_ms"],
         stopped_at=r["stopped_at"],
+        queues=r["queues"],
     )
 
 

@@ -294,6 +294,8 @@ class QueueStatsRow:
     pending: int
     oldest_enqueued_at: int | None
     partitions: int  # lanes (non-NULL keys) with ENQUEUED or PENDING rows
+    # ENQUEUED rows by (application_name, application_version), from which the engine derives `stranded`
+    enqueued_by_version: Mapping[tuple[str | None, str | None], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +309,7 @@ class ExecutorRegistration:
     process_start: str | None
     heartbeat_interval_ms: int
     lease_ms: int
+    queues_json: str = "{}"  # JSON object: the queues this incarnation dispatches -> their declared limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +318,9 @@ class Registration:
     superseded: list[int]  # older ALIVE incarnations of this ID now marked DEAD
     previous_lease_valid: bool  # one of them still had a valid lease (log a WARNING)
     db_now_ms: int
+    # The application's latest version (largest version_timestamp) after registering this executor's version
+    # (05 §7 rule 4); None when the executor has no version.
+    latest_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +347,7 @@ class ExecutorRow:
     heartbeat_interval_ms: int
     lease_ms: int
     stopped_at: int | None
+    queues: str = "{}"  # JSON object as published: queue name -> declared limits (02 §12.1 rule 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,12 +496,27 @@ class MigrationReport:
     applied: list[int]
 
 
+@dataclass(frozen=True, slots=True)
+class AppVersionRow:
+    """One registered application version (05 §7)."""
+
+    version_id: str
+    version_name: str
+    version_timestamp: int  # epoch ms; the largest is the application's latest version
+    created_at: int
+
+
 @dataclass
 class StoreStats:
     commits: int = 0
     reads: int = 0
     round_trips: int = 0
     by_op: dict[str, int] = field(default_factory=dict)
+    # group commit (07 §8 rule 7): a batchable op committed alone counts as a batch of one
+    batches: int = 0
+    batch_ops: int = 0
+    batch_sizes: dict[int, int] = field(default_factory=dict)  # ops per batch -> batches of that size
+    lane_waits: int = 0  # writes that found every commit lane busy
 
 
 @dataclass(frozen=True, slots=True)

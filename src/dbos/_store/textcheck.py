@@ -41,6 +41,8 @@ def _text_problem(value: str, max_bytes: int) -> str | None:
 
 def check_storable_text(value: Any, max_bytes: int, what: str = "text") -> str:
     """Return `value` if it can be stored identically by both backends; else raise `DBOSValidationError`."""
+    if type(value) is str and value.isascii() and len(value) <= max_bytes and "\x00" not in value:
+        return value  # the common case, in one call: every check point of every write passes here
     if not isinstance(value, str):
         raise _validation_error(f"Invalid {what} {_show(value)}: must be a str, not {type(value).__name__}")
     problem = _text_problem(value, max_bytes)
