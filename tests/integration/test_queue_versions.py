@@ -7,6 +7,7 @@ the work pinned to that version.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -144,3 +145,37 @@ def test_executor_record_publishes_declared_queues(queues: Any) -> None:
     wait_for(lambda: "vg-pub" in published(), 5)  # the next heartbeat publishes a queue declared after launch
     assert published()["vg-pub"]["concurrency"] == 2
     assert DBOS.queue_stats("vg-pub")[0]["listeners"] == [DBOS.executor_id]
+
+
+def test_queue_stats_config_and_mismatch(queues: Any, dbos_config: dict[str, Any]) -> None:
+    from dataclasses import asdict
+
+    from dbos._queues.queue import QueueConfig
+
+    Queue("vg-mm", concurrency=1)
+    (alone,) = DBOS.queue_stats("vg-mm")
+    assert alone["database_backed"] is False and alone["config"] is not None
+    assert alone["config"]["concurrency"] == 1 and alone["config_mismatch"] is False
+    other = json.dumps({"vg-mm": asdict(QueueConfig(concurrency=2))})
+    current_engine().db.register_executor(
+        ExecutorRegistration(
+            executor_id="peer-mm",
+            application_name=dbos_config["name"],
+            application_version=DBOS.application_version,
+            hostname="elsewhere",
+            host_identity="elsewhere|boot",
+            pid=1,
+            process_start=None,
+            heartbeat_interval_ms=1_000,
+            lease_ms=60_000,
+            queues_json=other,
+        )
+    )
+    (both,) = DBOS.queue_stats("vg-mm")
+    assert (
+        both["config_mismatch"] is True and both["config"]["concurrency"] == 1
+    )  # this process's declaration
+    assert both["listeners"] == sorted([DBOS.executor_id, "peer-mm"])
+    DBOS.register_queue("vg-db", concurrency=3)
+    (stored,) = DBOS.queue_stats("vg-db")
+    assert stored["database_backed"] is True and stored["config"]["concurrency"] == 3
