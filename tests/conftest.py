@@ -187,3 +187,25 @@ def peer(db_url: str, store: Any) -> Iterator[Any]:
     s = open_system_store(db_url, StoreSettings(role="executor", poll_ceiling_s=0.05))
     yield s
     s.close()
+
+
+def register_remote_executor(
+    app: str, executor_id: str, version: str | None, *, queues_json: str = "{}"
+) -> int:
+    """Register an executor record as another host's process would (a real row, no mock); its incarnation."""
+    from dbos._dbos import current_engine
+    from dbos._store.base import ExecutorRegistration
+
+    reg = ExecutorRegistration(
+        executor_id=executor_id,
+        application_name=app,
+        application_version=version,
+        hostname="elsewhere",
+        host_identity="elsewhere|boot",
+        pid=1,
+        process_start=None,
+        heartbeat_interval_ms=1_000,
+        lease_ms=60_000,
+        queues_json=queues_json,
+    )
+    return current_engine().db.register_executor(reg).incarnation

@@ -11,25 +11,13 @@ from typing import Any
 
 import pytest
 
+from conftest import register_remote_executor
 from dbos import DBOS, DBOSClient
-from dbos._dbos import current_engine
-from dbos._store.base import ExecutorRegistration
 from dbos.error import DBOSException, DBOSValidationError
 
 
 def register_newer(dbos_config: dict[str, Any], version: str = "v-newer") -> None:
-    reg = ExecutorRegistration(
-        executor_id=f"deploy-{version}",
-        application_name=dbos_config["name"],
-        application_version=version,
-        hostname="elsewhere",
-        host_identity="elsewhere|boot",
-        pid=1,
-        process_start=None,
-        heartbeat_interval_ms=1_000,
-        lease_ms=60_000,
-    )
-    current_engine().db.register_executor(reg)
+    register_remote_executor(dbos_config["name"], f"deploy-{version}", version)
 
 
 def test_launch_registers_this_version_as_latest(dbos: type[DBOS]) -> None:

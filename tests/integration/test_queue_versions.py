@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 
-from conftest import wait_for
+from conftest import register_remote_executor, wait_for
 from dbos import DBOS, DBOSClient, Queue, SetEnqueueOptions
 from dbos._dbos import current_engine
-from dbos._store.base import ExecutorRegistration
 
 
 @DBOS.workflow()
@@ -54,19 +53,9 @@ def test_version_less_work_waits_while_a_newer_version_is_live(
 ) -> None:
     Queue("vg-null")
     db = current_engine().db
-    newer = ExecutorRegistration(
-        executor_id="newer-executor",
-        application_name=dbos_config["name"],
-        application_version="v-newer",
-        hostname="elsewhere",
-        host_identity="elsewhere|boot",
-        pid=1,
-        process_start=None,
-        heartbeat_interval_ms=1_000,
-        lease_ms=60_000,
-        queues_json='{"vg-null": {}}',
+    incarnation = register_remote_executor(
+        dbos_config["name"], "newer-executor", "v-newer", queues_json='{"vg-null": {}}'
     )
-    incarnation = db.register_executor(newer).incarnation
     client = DBOSClient(
         system_database_url=dbos_config["system_database_url"], application_name=dbos_config["name"]
     )
@@ -157,20 +146,7 @@ def test_queue_stats_config_and_mismatch(queues: Any, dbos_config: dict[str, Any
     assert alone["database_backed"] is False and alone["config"] is not None
     assert alone["config"]["concurrency"] == 1 and alone["config_mismatch"] is False
     other = json.dumps({"vg-mm": asdict(QueueConfig(concurrency=2))})
-    current_engine().db.register_executor(
-        ExecutorRegistration(
-            executor_id="peer-mm",
-            application_name=dbos_config["name"],
-            application_version=DBOS.application_version,
-            hostname="elsewhere",
-            host_identity="elsewhere|boot",
-            pid=1,
-            process_start=None,
-            heartbeat_interval_ms=1_000,
-            lease_ms=60_000,
-            queues_json=other,
-        )
-    )
+    register_remote_executor(dbos_config["name"], "peer-mm", DBOS.application_version, queues_json=other)
     (both,) = DBOS.queue_stats("vg-mm")
     assert (
         both["config_mismatch"] is True and both["config"]["concurrency"] == 1

@@ -69,9 +69,10 @@ def register_queue(name: str, on_conflict: str, settings: dict[str, Any]) -> Que
         on_conflict == "update_if_latest_version"
         and runs_latest_version(engine.db, engine.settings.name, engine.application_version)
     )
-    engine.db.upsert_queue(
+    row = engine.db.upsert_queue(
         checked, config.to_json(), overwrite=overwrite, application_name=engine.settings.name
     )
+    _remember(engine, checked, row.config)
     return Queue._database_backed(checked)
 
 
