@@ -510,3 +510,28 @@ def test_sqlite_files_stay_beside_database(store: SQLiteStore, url: str) -> None
     _enqueue(store)
     directory = os.path.dirname(sqlite_conn.path_from_url(url))
     assert {"sys.sqlite", "sys.sqlite-wal", "sys.sqlite-shm"} <= set(os.listdir(directory))
+
+
+def test_detector_delivers_changes_committed_before_its_thread_first_runs(
+    store: SQLiteStore, url: str
+) -> None:
+    """The starting point is taken when the store opens, not when the detector's thread gets to run."""
+    from dbos._store.sqlite_feed import ChangeDetector
+
+    seen: list[Change] = []
+    held = threading.Event()
+    feed = base.ChangeFeed()
+    feed.subscribe(seen.append)
+    detector = ChangeDetector(lambda: sqlite_conn.connect(url[len("sqlite:///") :], synchronous="FULL",
+                                                          create=False, reader=True),
+                              feed, "elsewhere", 0.01, lambda: None)  # fmt: skip
+    run = detector._run
+    detector._thread = threading.Thread(target=lambda: (held.wait(10), run()), daemon=True)
+    detector.start()
+    wid = _enqueue(store, "late")  # committed while the detector's thread has not run yet
+    held.set()
+    deadline = time.monotonic() + 10
+    while Change("queue", ("late",)) not in seen:
+        assert time.monotonic() < deadline, f"{wid}: never delivered, saw {seen}"
+        time.sleep(0.005)
+    detector.stop(5)

@@ -43,9 +43,20 @@ class ChangeDetector:
         self._fast_until = 0.0
         self._last_version: int | None = None
         self._last_seq = 0
+        self._conn: sqlite3.Connection | None = None
         self._thread = threading.Thread(target=self._run, name="dbos-sqlite-change-detector", daemon=True)
 
     def start(self) -> None:
+        """Take the starting point here, not in the thread: a change committed after the store was opened but
+        before the thread first ran would otherwise be counted as already seen, and never published."""
+        try:
+            conn = self._connect()
+            self._last_version = _data_version(conn)
+            self._last_seq = _log_top(conn)
+        except Exception:
+            _log.exception("the SQLite change detector could not open its connection")
+            return
+        self._conn = conn
         self._thread.start()
 
     def stop(self, timeout_s: float) -> None:
@@ -60,14 +71,9 @@ class ChangeDetector:
     # -----------------------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        conn = self._conn
+        assert conn is not None
         try:
-            conn = self._connect()
-        except Exception:
-            _log.exception("the SQLite change detector could not open its connection")
-            return
-        try:
-            self._last_version = _data_version(conn)
-            self._last_seq = _log_top(conn)
             interval = self._ceiling
             while not self._stop.wait(interval):
                 interval = self._next_interval(interval, self._check(conn))
