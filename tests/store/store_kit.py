@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from dbos._store import open_system_store
-from dbos._store.base import Fence, NewWorkflow, Payload, StoreSettings, SystemStore
+from dbos._store.base import Change, Fence, NewWorkflow, Payload, StoreSettings, SystemStore
 
 
 def open_store(url: str, role: str = "executor") -> SystemStore:
@@ -43,3 +46,28 @@ def pending(store: SystemStore, workflow_id: str | None = None, **kw: Any) -> Fe
     new = new_wf(workflow_id, **kw)
     assert store.insert_workflow(new).kind == "created"
     return fence_of(new)
+
+
+class Recorder:
+    """A change subscriber that keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.changes: list[Change] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, change: Change) -> None:
+        with self.lock:
+            self.changes.append(change)
+
+    def seen(self) -> list[Change]:
+        with self.lock:
+            return list(self.changes)
+
+    def wait_for(self, pred: Callable[[Change], bool], timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if any(pred(c) for c in self.changes):
+                    return True
+            time.sleep(0.005)
+        return False

@@ -10,13 +10,11 @@ Stored rows are observed through the protocol only: `consume_message` on the des
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from store_kit import fence_of, new_wf, pending, token
+from store_kit import Recorder, fence_of, new_wf, pending, token
 
 from dbos._store.base import (
     Change,
@@ -108,29 +106,6 @@ def messages_of(store: SystemStore, workflow_id: str) -> list[dict[str, Any]]:
 
 def payloads_of(store: SystemStore, workflow_id: str) -> list[str]:
     return [m["payload"] for m in messages_of(store, workflow_id)]
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.changes: list[Change] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, change: Change) -> None:
-        with self.lock:
-            self.changes.append(change)
-
-    def seen(self) -> list[Change]:
-        with self.lock:
-            return list(self.changes)
-
-    def wait_for(self, pred: Callable[[Change], bool], timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if any(pred(c) for c in self.changes):
-                    return True
-            time.sleep(0.005)
-        return False
 
 
 # ---------------------------------------------------------------------------------------------------------------

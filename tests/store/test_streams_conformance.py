@@ -10,12 +10,10 @@ every stream row, end markers included).
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from store_kit import new_wf, pending, token
+from store_kit import Recorder, new_wf, pending, token
 
 from dbos._store.base import (
     Change,
@@ -88,29 +86,6 @@ def rows_of(store: SystemStore, workflow_id: str, key: str) -> list[dict[str, An
     """The stored rows of one stream, end marker included, by offset."""
     rows = [r for r in exported_streams(store, workflow_id) if r["key"] == key]
     return sorted(rows, key=lambda r: int(r["stream_offset"]))
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.changes: list[Change] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, change: Change) -> None:
-        with self.lock:
-            self.changes.append(change)
-
-    def seen(self) -> list[Change]:
-        with self.lock:
-            return list(self.changes)
-
-    def wait_for(self, pred: Callable[[Change], bool], timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if any(pred(c) for c in self.changes):
-                    return True
-            time.sleep(0.005)
-        return False
 
 
 # ---------------------------------------------------------------------------------------------------------------
