@@ -8,7 +8,6 @@ covers lost notifications. `recv` and `get_event` in a workflow body record thei
 
 from __future__ import annotations
 
-import math
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from ..error import DBOSException, DBOSNonExistentWorkflowError, DBOSWorkflowCon
 from .engine import Engine
 from .execution import Execution
 from .outcomes import replay_step
-from .steps import SLEEP, StepCall, begin_step
+from .steps import SLEEP, StepCall, begin_step, deadline_after
 from .waits import Waiter
 from .workflows import verify_recorded, write_step
 
@@ -265,7 +264,7 @@ def wait_deadline_ms(engine: Engine, w: WaitCall, timeout_s: float) -> int:
     if recorded is not None:
         verify_recorded(ex, w.sleep_id, SLEEP, recorded.name)
         return int(replay_step(engine, recorded))
-    deadline = engine.db.now_ms() + int(math.ceil(timeout_s * 1000))
+    deadline = deadline_after(engine, timeout_s)
     out = _serialize(engine, deadline, "wait deadline")
     write_step(engine, ex, NewStep(w.sleep_id, SLEEP, out, None, secrets.token_hex(16)))
     return deadline
@@ -483,7 +482,7 @@ def _event_keys(plan: GetEventPlan) -> list[tuple[str | None, ...]]:
 
 def _get_event_deadline(engine: Engine, plan: GetEventPlan) -> int:
     if plan.wait is None:
-        return engine.db.now_ms() + int(math.ceil(plan.timeout_s * 1000))
+        return deadline_after(engine, plan.timeout_s)
     return wait_deadline_ms(engine, plan.wait, plan.timeout_s)
 
 

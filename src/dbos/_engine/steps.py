@@ -259,11 +259,17 @@ def _sleep_call(seconds: Any) -> tuple[StepCall, float] | None:
     return call, s
 
 
+def deadline_after(engine: Engine, timeout_s: float) -> int:
+    """The database-clock time `timeout_s` from now. The clock reads whole milliseconds (truncated), so one more
+    millisecond keeps a sleep or a wait from ending before its time has passed."""
+    return engine.db.now_ms() + int(math.ceil(timeout_s * 1000)) + 1
+
+
 def _wake_time(engine: Engine, call: StepCall, seconds: float) -> int:
     """The recorded wake-up time (epoch ms); durably recorded before the first sleep (01 §9 rule 3)."""
     if call.recorded is not None:
         return int(replay_step(engine, call.recorded))
-    wake_ms = engine.db.now_ms() + int(math.ceil(seconds * 1000))
+    wake_ms = deadline_after(engine, seconds)
     out = engine.serializers.serialize_value(wake_ms, what="sleep wake-up time", max_bytes=1 << 20)
     write_step(engine, call.ex, NewStep(call.step_id, SLEEP, out, None, secrets.token_hex(16)))
     fp.failpoint("sleep.after_record")
