@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from . import base, records
-from . import manage_common as mc
+from . import base
+from . import comm_checks as cc
 from . import postgres_messages as pmsg
 from . import postgres_streams as pstream
 from . import textcheck as tc
@@ -29,16 +29,8 @@ class CommMethods(Plumbing):
         send_to_forks: bool,
         checkpoint: tuple[base.Fence, base.NewStep] | None,
     ) -> base.SendResult:
-        for m in msgs:
-            tc.check_id(m.message_id, "message ID")
-            tc.check_id(m.destination_id, "destination workflow ID")
-            if m.topic is not None:
-                tc.check_storable_text(m.topic, tc.MAX_NAME_BYTES, "topic")
-            records.check_serializer(m.payload)
-        if checkpoint is not None:
-            records.check_fence(checkpoint[0])
-            records.check_step(checkpoint[1])
-        elif not msgs:
+        cc.check_send(msgs, checkpoint)
+        if checkpoint is None and not msgs:
             return base.SendResult(None, base.Write.APPLIED)
         params = pmsg.send_params(msgs, checkpoint)
 
@@ -54,10 +46,7 @@ class CommMethods(Plumbing):
         return result
 
     def consume_message(self, fence: base.Fence, step: base.NewStep, topic: str | None) -> base.ConsumeResult:
-        records.check_fence(fence)
-        records.check_step(step)
-        if topic is not None:
-            tc.check_storable_text(topic, tc.MAX_NAME_BYTES, "topic")
+        cc.check_consume(fence, step, topic)
 
         def once(conn: Conn) -> base.ConsumeResult:
             result, trips = pmsg.consume_message(conn, self._esql, fence, step, topic)
@@ -75,11 +64,7 @@ class CommMethods(Plumbing):
         history_step_id: int,
         checkpoint: base.NewStep | None,
     ) -> base.Write:
-        records.check_fence(fence)
-        tc.check_storable_text(key, tc.MAX_NAME_BYTES, "event key")
-        records.check_serializer(value)
-        if checkpoint is not None:
-            records.check_step(checkpoint)
+        cc.check_set_event(fence, key, value, checkpoint)
 
         def once(conn: Conn) -> tuple[base.Write, list[base.Change]]:
             write, changes, trips = pmsg.set_event(
@@ -93,8 +78,7 @@ class CommMethods(Plumbing):
         return write
 
     def get_event(self, workflow_id: str, key: str) -> base.EventRead:
-        tc.check_id(workflow_id)
-        tc.check_storable_text(key, tc.MAX_NAME_BYTES, "event key")
+        cc.check_event_read(workflow_id, key)
         params = {"workflow_id": workflow_id, "key_digest": base.digest(key)}
         row = self._pooled(
             "get_event",
@@ -122,13 +106,7 @@ class CommMethods(Plumbing):
         step_seq: int | None,
         checkpoint: base.NewStep | None,
     ) -> base.StreamWrite:
-        records.check_fence(fence)
-        tc.check_storable_text(key, tc.MAX_NAME_BYTES, "stream key")
-        records.check_serializer(value)
-        mc.check_count(writer_step_id, "writer_step_id")
-        mc.check_opt_count(step_seq, "step_seq")
-        if checkpoint is not None:
-            records.check_step(checkpoint)
+        cc.check_stream_write(fence, key, value, writer_step_id, step_seq, checkpoint)
 
         def once(conn: Conn) -> tuple[base.StreamWrite, list[base.Change]]:
             result, changes, trips = pstream.write_stream(
@@ -144,10 +122,7 @@ class CommMethods(Plumbing):
     def read_stream(
         self, workflow_id: str, key: str, *, from_offset: int, limit: int = 1000
     ) -> base.StreamRead:
-        tc.check_id(workflow_id)
-        tc.check_storable_text(key, tc.MAX_NAME_BYTES, "stream key")
-        mc.check_count(from_offset, "from_offset")
-        mc.check_count(limit, "limit", 1)
+        cc.check_stream_read(workflow_id, key, from_offset, limit)
         params = {
             "workflow_id": workflow_id,
             "key_digest": base.digest(key),

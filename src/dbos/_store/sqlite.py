@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from . import base, records
+from . import comm_checks as cc
 from . import manage_common as mc
 from . import queue_defs as qd
 from . import sqlite_defs as defs
@@ -32,7 +33,7 @@ from .sqlite_conn import SQLiteDB, check_environment, now_ms, path_from_url
 from .sqlite_errors import classify_sqlite_error
 from .sqlite_feed import ChangeDetector
 from .sqlite_migrate import reset_sqlite, run_migrations, schema_state
-from .textcheck import MAX_NAME_BYTES, check_id, check_name, check_storable_text
+from .textcheck import check_id, check_name
 
 __all__ = ["SQLiteStore", "classify_sqlite_error", "reset_sqlite"]
 
@@ -45,21 +46,6 @@ def _check_new_workflow(new: base.NewWorkflow) -> None:
 
 def _check_step(step: base.NewStep) -> None:
     records.check_step(step)
-
-
-def _check_key(key: str) -> None:
-    check_storable_text(key, MAX_NAME_BYTES, "event key")  # may be empty
-
-
-def _check_stream_key(key: str) -> None:
-    check_storable_text(key, MAX_NAME_BYTES, "stream key")  # may be empty
-
-
-def _check_message(msg: base.NewMessage) -> None:
-    check_name(msg.message_id, "message ID")
-    check_id(msg.destination_id, "destination ID")
-    records.check_opt_name(msg.topic, "topic")  # may be empty: "" is not the default topic
-    records.check_serializer(msg.payload)
 
 
 class SQLiteStore:
@@ -284,12 +270,8 @@ class SQLiteStore:
         send_to_forks: bool,
         checkpoint: tuple[base.Fence, base.NewStep] | None,
     ) -> base.SendResult:
-        for msg in msgs:
-            _check_message(msg)
-        if checkpoint is not None:
-            records.check_fence(checkpoint[0])
-            _check_step(checkpoint[1])
-        elif not msgs:
+        cc.check_send(msgs, checkpoint)
+        if checkpoint is None and not msgs:
             return base.SendResult(None, base.Write.APPLIED)
         batch = list(msgs)
         return self._db.write(
@@ -299,9 +281,7 @@ class SQLiteStore:
         )
 
     def consume_message(self, fence: base.Fence, step: base.NewStep, topic: str | None) -> base.ConsumeResult:
-        records.check_fence(fence)
-        _check_step(step)
-        records.check_opt_name(topic, "topic")
+        cc.check_consume(fence, step, topic)
         return self._db.write(
             "consume_message", lambda tx: ms.consume_message(tx, fence, step, topic), batchable=True
         )
@@ -315,11 +295,7 @@ class SQLiteStore:
         history_step_id: int,
         checkpoint: base.NewStep | None,
     ) -> base.Write:
-        records.check_fence(fence)
-        _check_key(key)
-        records.check_serializer(value)
-        if checkpoint is not None:
-            _check_step(checkpoint)
+        cc.check_set_event(fence, key, value, checkpoint)
         return self._db.write(
             "set_event",
             lambda tx: ms.set_event(tx, fence, key, value, history_step_id, checkpoint),
@@ -327,8 +303,7 @@ class SQLiteStore:
         )
 
     def get_event(self, workflow_id: str, key: str) -> base.EventRead:
-        check_id(workflow_id)
-        _check_key(key)
+        cc.check_event_read(workflow_id, key)
         return self._db.read("get_event", lambda c: ms.get_event(c, workflow_id, key))
 
     def get_all_events(self, workflow_id: str) -> dict[str, base.Payload]:
@@ -345,13 +320,7 @@ class SQLiteStore:
         step_seq: int | None,
         checkpoint: base.NewStep | None,
     ) -> base.StreamWrite:
-        records.check_fence(fence)
-        _check_stream_key(key)
-        records.check_serializer(value)
-        mc.check_count(writer_step_id, "writer_step_id")
-        mc.check_opt_count(step_seq, "step_seq")
-        if checkpoint is not None:
-            _check_step(checkpoint)
+        cc.check_stream_write(fence, key, value, writer_step_id, step_seq, checkpoint)
         return self._db.write(
             "write_stream",
             lambda tx: st.write_stream(tx, fence, key, value, writer_step_id, step_seq, checkpoint),
@@ -361,10 +330,7 @@ class SQLiteStore:
     def read_stream(
         self, workflow_id: str, key: str, *, from_offset: int, limit: int = 1000
     ) -> base.StreamRead:
-        check_id(workflow_id)
-        _check_stream_key(key)
-        mc.check_count(from_offset, "from_offset")
-        mc.check_count(limit, "limit", 1)
+        cc.check_stream_read(workflow_id, key, from_offset, limit)
         return self._db.read(
             "read_stream", lambda c: st.read_stream(c, workflow_id, key, from_offset, limit), snapshot=True
         )
